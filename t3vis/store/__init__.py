@@ -1,0 +1,10 @@
+"""The run store: one versioned Zarr v3 group per training run (see ``schema`` for the layout)."""
+
+from .location import Location
+from .reader import Checkpoint, Dynamics, Run
+from .schema import SCHEMA_VERSION
+from .validate import Problem, validate, validate_or_raise
+from .writer import RunWriter, iter_chunks
+
+__all__ = ["Checkpoint", "Dynamics", "Location", "Problem", "Run", "RunWriter", "SCHEMA_VERSION", "iter_chunks",
+           "validate", "validate_or_raise"]

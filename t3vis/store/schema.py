@@ -1,0 +1,82 @@
+"""The run store's layout, in one place, so the writer, reader and validator agree.
+
+A run directory holds a Zarr v3 group ``store.zarr`` and the checkpoint weights (safetensors)::
+
+    RUN/
+      store.zarr/                      root attrs: schema_version, name, model, dataset, label_names, ...
+        examples/<column>              one 1-D array per column, length n (text, label, split, length, ...)
+        dynamics/<epoch>/{gold_prob,pred,loss}   one group per recorded epoch, arrays of length n
+        checkpoints/<name>/            attrs: step, epoch, weights, complete
+          hidden_cls, hidden_mean      [layers + 1, n, hidden] float16 (embeddings output is layer 0)
+          logits [n, C], loss, pred, gold_prob, length [n]
+          projection/<method>/layer_<k>   [n, 2] float32
+          head_importance, head_importance_raw   [layers, heads] float32
+          attention                    [layers, heads, m, m] float32 (mean attention over a sample)
+      weights/<name>/                  model.safetensors, config.json, tokenizer files
+      .staging/, .progress/            units being written (never read by the app)
+
+Every array or group below ``store.zarr`` appears only once it is complete: it is written under
+``.staging/`` and renamed into place (see ``writer.py``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+STORE_DIR = "store.zarr"
+WEIGHTS_DIR = "weights"
+STAGING_DIR = ".staging"
+PROGRESS_DIR = ".progress"
+
+#: Rows per chunk of the per-checkpoint arrays; pipelines write one chunk per unit.
+CHUNK_ROWS = 4096
+#: Rows per chunk of 1-D example columns and dynamics (large: the app reads whole columns).
+COLUMN_CHUNK_ROWS = 1 << 18
+
+REQUIRED_ROOT_ATTRS = ("schema_version", "name", "label_names", "model", "dataset", "n_examples")
+REQUIRED_MODEL_ATTRS = ("name_or_path", "model_type", "num_layers", "num_heads", "hidden_size")
+REQUIRED_COLUMNS = ("id", "text", "label", "split")
+SPLITS = ("train", "validation")
+
+#: Column attribute ``kind`` values: how views should treat a column.
+KINDS = ("id", "text", "categorical", "continuous", "flag")
+
+DYNAMICS_ARRAYS = {"gold_prob": np.float32, "pred": np.int16, "loss": np.float32}
+
+#: name -> (shape template, dtype kind). Symbols: L layers, H heads, D hidden, n examples, C classes, m positions.
+CHECKPOINT_ARRAYS = {
+    "hidden_cls": (("L+1", "n", "D"), "f"),
+    "hidden_mean": (("L+1", "n", "D"), "f"),
+    "logits": (("n", "C"), "f"),
+    "loss": (("n",), "f"),
+    "pred": (("n",), "i"),
+    "gold_prob": (("n",), "f"),
+    "length": (("n",), "i"),
+    "head_importance": (("L", "H"), "f"),
+    "head_importance_raw": (("L", "H"), "f"),
+    "attention": (("L", "H", "m", "m"), "f"),
+}
+#: Arrays the extract step writes; a checkpoint is ``complete`` once these exist.
+EXTRACTED_ARRAYS = ("hidden_cls", "hidden_mean", "logits", "loss", "pred", "gold_prob", "length")
+POOLINGS = ("cls", "mean")
+PROJECTION_METHODS = ("umap", "tsne", "pca")
+
+
+def expected_shape(template: tuple[str, ...], sizes: dict[str, int]) -> tuple[int | None, ...]:
+    """Resolve a shape template; ``None`` where the size is free (``m``)."""
+    out = []
+    for sym in template:
+        if sym == "L+1":
+            out.append(sizes["L"] + 1)
+        else:
+            out.append(sizes.get(sym))
+    return tuple(out)
+
+
+def layer_key(layer: int) -> str:
+    return f"layer_{int(layer)}"
+
+
+def parse_layer_key(key: str) -> int:
+    return int(key.split("_", 1)[1])
