@@ -24,6 +24,7 @@ class Dynamics:
     gold_prob: np.ndarray
     pred: np.ndarray
     loss: np.ndarray
+    margin: np.ndarray | None = None
 
 
 class Run:
@@ -132,6 +133,8 @@ class Run:
             return None
         g = self.root["dynamics"]
         stack = {key: np.stack([g[f"{e}/{key}"][:] for e in epochs]) for key in schema.DYNAMICS_ARRAYS}
+        if all("margin" in g[str(e)] for e in epochs):
+            stack["margin"] = np.stack([g[f"{e}/margin"][:] for e in epochs])
         return Dynamics(epochs=np.asarray(epochs), **stack)
 
     # ------------------------------------------------------------------ checkpoints

@@ -43,6 +43,8 @@ SPLITS = ("train", "validation")
 KINDS = ("id", "text", "categorical", "continuous", "flag")
 
 DYNAMICS_ARRAYS = {"gold_prob": np.float32, "pred": np.int16, "loss": np.float32}
+#: Recorded when the recorder has full probabilities: gold-label probability minus the largest other one (AUM).
+OPTIONAL_DYNAMICS_ARRAYS = {"margin": np.float32}
 
 #: name -> (shape template, dtype kind). Symbols: L layers, H heads, D hidden, n examples, C classes, m positions.
 CHECKPOINT_ARRAYS = {

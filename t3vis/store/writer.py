@@ -252,14 +252,17 @@ class RunWriter:
 
     # ------------------------------------------------------------------ dynamics
     def write_epoch(self, epoch: int, *, gold_prob: np.ndarray, pred: np.ndarray, loss: np.ndarray,
-                    step: int | None = None) -> None:
+                    margin: np.ndarray | None = None, step: int | None = None) -> None:
         """Record one epoch of training dynamics for every example (atomic per epoch)."""
         n = self.n_examples
         arrays = {"gold_prob": gold_prob, "pred": pred, "loss": loss}
+        if margin is not None:
+            arrays["margin"] = margin
+        dtypes = {**schema.DYNAMICS_ARRAYS, **schema.OPTIONAL_DYNAMICS_ARRAYS}
         for key, values in arrays.items():
             if np.shape(values) != (n,):
                 raise StoreError(f"dynamics.{key}: expected shape ({n},), got {np.shape(values)}")
-            arrays[key] = np.asarray(values).astype(schema.DYNAMICS_ARRAYS[key])
+            arrays[key] = np.asarray(values).astype(dtypes[key])
         self.write_group(f"dynamics/{int(epoch)}", arrays, {"epoch": int(epoch), "step": step},
                          chunk_rows=schema.COLUMN_CHUNK_ROWS)
 

@@ -1,0 +1,20 @@
+"""Where runs live by default, so the CLI, the app and the demo agree."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: Environment variable that overrides the runs directory.
+RUNS_DIR_ENV = "T3VIS_RUNS_DIR"
+#: Name of the demo run (MiniLM fine-tuned on BBC News with injected label noise) inside the runs directory.
+DEMO_RUN_NAME = "bbc-news-minilm"
+
+
+def runs_dir(override: "str | os.PathLike | None" = None) -> Path:
+    """The runs directory: ``override``, else ``$T3VIS_RUNS_DIR``, else ``./runs``."""
+    return Path(override or os.environ.get(RUNS_DIR_ENV) or "runs").expanduser().resolve()
+
+
+def demo_run_path(override: "str | os.PathLike | None" = None) -> Path:
+    return runs_dir(override) / DEMO_RUN_NAME
