@@ -296,3 +296,19 @@ def test_label_count_mismatch_with_saved_head_raises(minilm, tmp_path):
         load_model(tmp_path / "ckpt", label_names=["a", "b"])
     loaded, _ = load_model(tmp_path / "ckpt", label_names=[name.upper() for name in LABELS])  # same count: renamed
     assert loaded.config.id2label[0] == "BUSINESS"
+
+
+def test_missing_body_weights_warn_and_make_a_checkpoint_incomplete(tmp_path):
+    from safetensors.torch import save_file
+
+    model = tiny_model("bert")
+    model.config.save_pretrained(tmp_path)
+    state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()
+             if name != "bert.encoder.layer.1.output.dense.weight"}
+    save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(os.path.join(default_model_path(), name), tmp_path)
+    with pytest.warns(UserWarning, match="1 weights of the model body .*layer.1.output.dense.weight"):
+        load_model(tmp_path)
+    with pytest.raises(ModelError, match="incomplete: missing weights bert.encoder.layer.1.output.dense.weight"):
+        load_checkpoint(tmp_path)

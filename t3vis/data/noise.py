@@ -14,8 +14,8 @@ def inject_label_noise(
     seed: int = 0,
     splits: tuple[str, ...] = ("train",),
 ) -> TextDataset:
-    """Flip exactly ``round(fraction * n)`` labels of the ``n`` rows in ``splits``, each to a different class
-    chosen uniformly; adds ``flipped`` (bool) and ``original_label`` (the true label) for every row.
+    """Flip exactly ``round(fraction * n)`` (Python's round) labels of the ``n`` rows in ``splits``, each to a
+    different class chosen uniformly; adds ``flipped`` (bool) and ``original_label`` (the true label) to every row.
 
     Deterministic for a seed (one ``numpy`` Generator; rows in frame order). Start from a clean dataset: noise
     on top of noise would lose the true labels.

@@ -29,7 +29,8 @@ def split_train_validation(
     stratify: bool = True,
     overwrite: bool = False,
 ) -> TextDataset:
-    """Put ``round(validation_fraction * n)`` rows in ``validation`` and the rest in ``train``.
+    """Put ``round(validation_fraction * n)`` rows (Python's round: ties to even) in ``validation``, the rest in
+    ``train``.
 
     Stratified (default): every class gets the floor or ceiling of its exact share, so class proportions match
     within one example. A dataset that already has validation rows (e.g. from its file) is returned unchanged

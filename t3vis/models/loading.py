@@ -135,8 +135,8 @@ def load_model(path, *, num_labels: int | None = None, label_names: Sequence[str
     """``(model, tokenizer)`` from a local model directory, the model in eval mode.
 
     A base encoder (such as the bundled MiniLM) gets a fresh classification head sized by ``label_names`` /
-    ``num_labels``: that is the start of fine-tuning, so it is not reported. Missing weights in the model body
-    are (a ``UserWarning``). ``dtype`` None means float32; "eager" attention is the default because only it
+    ``num_labels``: that is the start of fine-tuning, so it is not reported; weights missing from the model body
+    are, as a ``UserWarning``. ``dtype`` None means float32; "eager" attention is the default because only it
     returns attention weights.
     """
     return _load(path, num_labels=num_labels, label_names=label_names, attn_implementation=attn_implementation,
