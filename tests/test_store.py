@@ -265,3 +265,17 @@ def test_checkpoint_completion_marker_written_last(tmp_path):
     assert Run(tmp_path / "run").checkpoint("c").complete
     with pytest.raises(StoreError, match="checkpoint name"):
         w.add_checkpoint("../evil", step=0, epoch=0)
+
+
+def test_column_encoding_kinds(tmp_path):
+    n = 300
+    frame = pd.DataFrame({"text": ["t"] * n, "label": np.arange(n) % 3, "split": ["train"] * n,
+                          "title": [f"title {i}" for i in range(n)],  # one per row: strings, not 300 categories
+                          "topic": np.where(np.arange(n) % 2, "x", "y"), "original_label": (np.arange(n) + 1) % 3})
+    RunWriter.create(tmp_path / "run", examples=frame, label_names=["a", "b", "c"], model=MODEL, dataset={})
+    run = Run(tmp_path / "run")
+    assert run.column_attrs("title")["kind"] == "string" and run.text(0) == "t"
+    assert list(run.column("title", slice(0, 2))) == ["title 0", "title 1"]
+    assert run.categories("topic") == ["x", "y"]
+    assert run.categories("original_label") == ["a", "b", "c"]
+    assert list(run.examples(slice(0, 2), ["original_label"])["original_label"]) == ["b", "c"]

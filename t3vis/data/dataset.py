@@ -145,25 +145,23 @@ def from_frame(
     Rows are named by ``raw.index`` (a 0-based row number for a plain table). See ``load_table`` for the rules on
     labels, splits and metadata.
     """
-    where = source
-    _require_columns(raw, [text_column, label_column], where, "")
+    _require_columns(raw, [text_column, label_column], source, "")
     if split_column is None and "split" in raw.columns and "split" not in (text_column, label_column):
         split_column = "split"
     if split_column is not None:
-        _require_columns(raw, [split_column], where, "split_column ")
-        raw = _normalise_splits(raw, split_column, where)
+        _require_columns(raw, [split_column], source, "split_column ")
+        raw = _normalise_splits(raw, split_column, source)
     if len(raw) == 0:
-        raise DatasetError(f"{where}: no rows; expected at least one example")
-    meta = _metadata_columns(raw, metadata_columns, used=(text_column, label_column, split_column), where=where)
+        raise DatasetError(f"{source}: no rows; expected at least one example")
+    meta = _metadata_columns(raw, metadata_columns, used=(text_column, label_column, split_column), where=source)
 
-    text = _check_text(raw[text_column], where, text_column)
-    codes, names = encode_labels(raw[label_column], label_names, where, label_column)
-    split = raw[split_column].to_numpy(dtype=object) if split_column is not None else "train"
-    frame = pd.DataFrame({"text": text.to_numpy(), "label": codes, "split": split}, index=raw.index)
-    for col in meta:
-        frame[col] = raw[col]
-    frame["split"] = frame["split"].astype(str)
-    return TextDataset(frame.reset_index(drop=True), names, name, source)
+    text = _check_text(raw[text_column], source, text_column)
+    codes, names = encode_labels(raw[label_column], label_names, source, label_column)
+    raw = raw.reset_index(drop=True)  # the index only named rows in messages
+    split = raw[split_column].astype(str) if split_column is not None else pd.Series("train", index=raw.index)
+    frame = pd.concat([text.reset_index(drop=True).rename("text"), pd.Series(codes, name="label"),
+                       split.rename("split"), raw[meta]], axis=1)
+    return TextDataset(frame, names, name, source)
 
 
 def _require_columns(raw: pd.DataFrame, columns: list[str], where: str, what: str) -> None:

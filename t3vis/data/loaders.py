@@ -111,6 +111,9 @@ def _read_json(path: Path, text_column: str) -> pd.DataFrame:
         rows = enumerate(records, start=1)
         what = "array element"
     else:
+        fast = _read_json_lines_arrow(text)
+        if fast is not None:
+            return fast
         rows, what = [], "line"
         for lineno, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
@@ -129,6 +132,20 @@ def _read_json(path: Path, text_column: str) -> pd.DataFrame:
     if not records:
         raise DatasetError(f"{path}: no records; expected one JSON object per example")
     return pd.DataFrame.from_records(records)
+
+
+def _read_json_lines_arrow(text: str) -> pd.DataFrame | None:
+    """pyarrow's JSON Lines reader (~10x faster than one ``json.loads`` a line), or ``None`` where it cannot
+    read the file (a bad line, a field whose type changes between rows): the line-by-line parser then reads it,
+    or says which line is wrong."""
+    import pyarrow as pa
+    import pyarrow.json as pa_json
+
+    try:
+        table = pa_json.read_json(io.BytesIO(text.encode("utf-8")))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    return table.to_pandas() if table.num_rows else None
 
 
 def _read_parquet(path: Path, text_column: str) -> pd.DataFrame:

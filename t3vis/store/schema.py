@@ -40,7 +40,7 @@ REQUIRED_COLUMNS = ("id", "text", "label", "split")
 SPLITS = ("train", "validation")
 
 #: Column attribute ``kind`` values: how views should treat a column.
-KINDS = ("id", "text", "categorical", "continuous", "flag")
+KINDS = ("id", "text", "string", "categorical", "continuous", "flag")
 
 DYNAMICS_ARRAYS = {"gold_prob": np.float32, "pred": np.int16, "loss": np.float32}
 #: Recorded when the recorder has full probabilities: gold-label probability minus the largest other one (AUM).

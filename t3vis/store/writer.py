@@ -23,6 +23,10 @@ from . import schema
 from .location import Location
 
 COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+#: A string column with more distinct values than this is stored as strings, not categories.
+MAX_CATEGORIES = 256
+#: Columns holding label indices (decoded with the run's label names).
+LABEL_COLUMNS = ("label", "original_label")
 
 
 def _now() -> str:
@@ -57,7 +61,10 @@ def encode_column(name: str, series: pd.Series) -> tuple[np.ndarray, dict]:
         if arr.dtype == np.float64:
             arr = arr.astype(np.float32)
         return arr, {"kind": "continuous"}
-    cat = pd.Categorical(series.astype(str))
+    strings = series.astype(str)
+    if strings.nunique() > MAX_CATEGORIES:  # titles, file names, ids: plain strings, not a colour legend
+        return _strings(strings), {"kind": "string"}
+    cat = pd.Categorical(strings)
     return cat.codes.astype(np.int32), {"kind": "categorical", "categories": [str(c) for c in cat.categories]}
 
 
@@ -130,7 +137,7 @@ class RunWriter:
         n = len(examples)
         for col in examples.columns:
             values, attrs = encode_column(col, examples[col])
-            if col == "label":
+            if col in LABEL_COLUMNS:
                 values, attrs = values.astype(np.int16), {"kind": "categorical", "categories": list(label_names)}
             if col == "split":
                 values, attrs = _encode_split(examples[col])
