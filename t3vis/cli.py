@@ -88,6 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoints", type=int, default=4)
     p.add_argument("--overwrite", action="store_true", help="replace an existing run")
     p.set_defaults(func=cmd_synth)
+
+    # training (demo, train) and the Dask pipelines (extract, importance, project, pipeline) register themselves;
+    # their modules import heavy libraries only inside the command functions.
+    from pipelines.commands import register as register_pipelines
+
+    from .training.commands import register as register_training
+
+    register_training(sub)
+    register_pipelines(sub)
     return parser
 
 
