@@ -142,7 +142,8 @@ class RunWriter:
             if col == "split":
                 values, attrs = _encode_split(examples[col])
             is_str = isinstance(values.dtype, np.dtypes.StringDType)
-            arr = ex.create_array(col, shape=(n,), chunks=(max(1, min(chunk_rows, n)),),
+            rows = min(chunk_rows, schema.TEXT_CHUNK_ROWS) if is_str else chunk_rows
+            arr = ex.create_array(col, shape=(n,), chunks=(max(1, min(rows, n)),),
                                   dtype=str if is_str else values.dtype, compressors="auto" if is_str else COMPRESSOR)
             if n:
                 arr[:] = values
