@@ -1,0 +1,133 @@
+"""What every step needs: an opened, writable run; checkpoint weights checked before any work; rows read on workers."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from contextlib import contextmanager
+import json
+import os
+import posixpath
+import tempfile
+
+import numpy as np
+
+from t3vis.errors import ModelError, PipelineError, StoreError
+from t3vis.store import Run, RunWriter, schema
+from t3vis.store.location import Location
+
+
+@contextmanager
+def store_errors(url: str, step: str):
+    """A failing read or write of the store on the driver (full or read-only disk) becomes a PipelineError."""
+    try:
+        yield
+    except OSError as err:
+        raise PipelineError(f"{step}: cannot write the run store {url}: {err} (finished units are kept; fix the "
+                            "cause and rerun to resume)") from None
+
+
+def open_run(url: str) -> tuple[Run, RunWriter]:
+    """The run for reading and writing; a PipelineError at once if the store cannot be written."""
+    run = Run(url)
+    writer = RunWriter(run.loc)
+    probe = posixpath.join(schema.PROGRESS_DIR, ".write-test")
+    try:
+        run.loc.touch(probe)
+        run.loc.rm(probe)
+    except OSError as err:
+        raise PipelineError(f"run store {run.loc.url} is not writable ({err}); the pipelines write into it: use a "
+                            "writable copy or fix the permissions / free space") from None
+    return run, writer
+
+
+def select_checkpoints(run: Run, names: "list[str] | None") -> list[str]:
+    """``names`` in training order (all checkpoints when None); unknown names are a StoreError."""
+    have = run.checkpoints
+    if not names:
+        return have
+    unknown = [n for n in names if n not in have]
+    if unknown:
+        raise StoreError(f"{run.loc.url}: no checkpoint(s) {unknown} (have {have})")
+    return [n for n in have if n in names]
+
+
+def checkpoint_weights(run: Run, name: str) -> str:
+    """The checkpoint's weight directory, checked against the run: it exists, and its config fits the run.
+
+    Checked on the driver so that a missing directory or a model with the wrong number of labels, layers or
+    hidden size fails before any task starts, with the path and both values in the message.
+    """
+    ckpt = run.checkpoint(name)
+    weights = ckpt.weights_path
+    if not weights:
+        raise ModelError(f"checkpoint '{name}' of {run.loc.url} records no weights (attrs.weights is empty); "
+                         "expected the path of a directory with model.safetensors and config.json")
+    loc = Location.of(weights)
+    config_path = loc.path("config.json")
+    try:
+        if not loc.exists():
+            raise ModelError(f"checkpoint '{name}': weights directory {weights} does not exist (expected "
+                             "model.safetensors, config.json and tokenizer files)")
+        if not loc.exists("config.json"):
+            raise ModelError(f"checkpoint '{name}': {weights} has no config.json (expected a saved Hugging Face "
+                             "model directory)")
+        config = json.loads(loc.fs.cat_file(config_path))
+    except (OSError, ValueError) as err:
+        raise ModelError(f"checkpoint '{name}': cannot read {config_path} ({err})") from None
+    expected = {
+        "num_labels": len(run.label_names),
+        "num_hidden_layers": run.num_layers,
+        "hidden_size": int(run.model["hidden_size"]),
+    }
+    found = {
+        "num_labels": len(config["id2label"]) if "id2label" in config else config.get("num_labels", 2),
+        "num_hidden_layers": config.get("num_hidden_layers", config.get("n_layer", config.get("n_layers"))),
+        "hidden_size": config.get("hidden_size", config.get("n_embd", config.get("dim"))),
+    }
+    for key, value in expected.items():
+        if found[key] is not None and int(found[key]) != value:
+            what = f"labels {run.label_names}" if key == "num_labels" else f"model.{key} = {value}"
+            raise ModelError(f"checkpoint '{name}': {config_path} has {key} = {found[key]}, but the run has {what}; "
+                             "the checkpoint does not belong to this run")
+    return weights
+
+
+@functools.lru_cache(maxsize=8)
+def local_weights(url: str) -> str:
+    """A local directory with the weights: the path itself, or a per-process copy of a remote (fsspec) one."""
+    loc = Location.of(url)
+    if loc.is_local:
+        return loc.root
+    target = os.path.join(tempfile.gettempdir(), "t3vis-weights", hashlib.sha1(url.encode()).hexdigest()[:16])
+    if not os.path.isdir(target):
+        tmp = target + f".{os.getpid()}"
+        loc.fs.get(loc.root.rstrip("/") + "/", tmp, recursive=True)
+        os.replace(tmp, target)
+    return target
+
+
+@functools.lru_cache(maxsize=4)
+def _column_chunk(url: str, created: str, column: str, index: int) -> np.ndarray:
+    """One stored chunk of an example column, cached: consecutive tasks on a worker share a text chunk.
+
+    ``created`` (the run's creation time) is part of the key, so a run re-created at the same path is read anew.
+    """
+    arr = Run(url).root[f"examples/{column}"]
+    size = arr.chunks[0]
+    return arr[index * size:(index + 1) * size]
+
+
+def read_rows(url: str, column: str, rows: slice) -> np.ndarray:
+    """Rows ``rows`` (a contiguous slice) of an example column, reading whole stored chunks once per worker."""
+    run = Run(url)
+    arr = run.root[f"examples/{column}"]
+    size = arr.chunks[0]
+    start, stop = rows.start, rows.stop
+    parts = []
+    for index in range(start // size, (stop - 1) // size + 1):
+        chunk = _column_chunk(url, str(run.attrs.get("created")), column, index)
+        lo = max(start, index * size) - index * size
+        hi = min(stop, (index + 1) * size) - index * size
+        parts.append(chunk[lo:hi])
+    return np.concatenate(parts) if parts else np.empty(0)
