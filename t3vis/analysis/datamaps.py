@@ -84,3 +84,32 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
         return float("nan")
     ranks = rankdata(scores)
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def run_data_map(run, split: str | None = "train"):
+    """The data map of a run's recorded dynamics as a DataFrame indexed by example row, or None before any epoch.
+
+    Columns: confidence, variability, correctness (cartography's definitions), ``mislabel_score`` (low
+    confidence: higher = more likely mislabeled) and ``aum_score`` when margins were recorded. ``split`` keeps
+    the rows of one split (default ``train``, where mislabels are searched); None keeps every row.
+    """
+    import pandas as pd
+
+    dynamics = run.dynamics()
+    if dynamics is None:
+        return None
+    labels = run.column("label")
+    rows = np.arange(run.n_examples)
+    if split is not None:
+        categories = run.categories("split") or []
+        if split not in categories:
+            raise ValueError(f"split {split!r}: expected one of {categories}")
+        rows = np.flatnonzero(run.column("split") == categories.index(split))
+    dm = data_map(dynamics.gold_prob[:, rows], dynamics.pred[:, rows], labels[rows])
+    out = pd.DataFrame({"confidence": dm.confidence, "variability": dm.variability, "correctness": dm.correctness,
+                        "mislabel_score": mislabel_scores(dynamics.gold_prob[:, rows])}, index=rows)
+    if dynamics.margin is not None:
+        out["aum_score"] = mislabel_scores(dynamics.gold_prob[:, rows], margin=dynamics.margin[:, rows],
+                                           method="aum")
+    out.index.name = "row"
+    return out

@@ -1,0 +1,385 @@
+"""Record training dynamics and checkpoints into a run store, from any training loop.
+
+What is measured, and when: at the end of every epoch the model is switched to eval mode and run, without
+gradients, over every example of the run (train *and* validation rows); for each example we keep the
+probability of the gold label, the prediction, the loss and the margin p(gold) - max p(other) (for AUM).
+allenai/cartography instead reuses the training forward passes; those mix dropout noise and a model that changes
+during the epoch into the variability. An eval-mode pass measures exactly the model saved as that epoch's
+checkpoint, so dynamics and checkpoints agree. Validation rows are recorded as held-out reference points; data
+maps and mislabel scores use the training split.
+
+Checkpoints: ``epoch-0`` is the pre-trained state (before the first step), ``epoch-k`` the model after epoch k;
+weights are safetensors in ``<run>/weights/<name>/`` (with config and tokenizer), reloadable with
+``t3vis.models.load_checkpoint``.
+
+Use it from your own loop::
+
+    recorder = DynamicsRecorder("runs/my-run", dataset)      # a TextDataset, DataFrame or datasets.Dataset
+    recorder.start(model, tokenizer)                          # creates the run; saves checkpoint epoch-0
+    for epoch in range(1, epochs + 1):
+        ...                                                   # train one epoch
+        recorder.on_epoch_end(model, epoch=epoch, step=step)  # dynamics + checkpoint epoch-<epoch>
+    recorder.finish()
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import DatasetError, RunExistsError, TrainingError
+from ..store import RunWriter, schema
+from ..store.location import Location
+
+#: How the dynamics were measured, recorded in the run's ``training`` attrs.
+MEASUREMENT = ("eval mode, no dropout, over all examples (train and validation) at the end of each epoch; "
+               "checkpoint epoch-k holds the weights that were measured for epoch k")
+#: Longest input measured when neither the caller nor the model says otherwise.
+DEFAULT_MAX_LENGTH = 512
+
+
+# ------------------------------------------------------------------------------------------------ precision
+def fast_bf16(device: "torch.device | str" = "cpu") -> bool:
+    """Whether bf16 autocast pays on ``device``: a GPU with bf16, or a CPU with AMX or AVX512-BF16.
+
+    Elsewhere bf16 is emulated and slower than float32, so float32 is used.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def autocast(device: torch.device, enabled: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+def as_text_dataset(examples: Any, *, label_names: Sequence[str] | None = None, text_column: str = "text",
+                    label_column: str = "label"):
+    """A ``TextDataset`` from a ``TextDataset``, a pandas DataFrame or a ``datasets.Dataset``.
+
+    Rows keep their order (row i is example id i in the run). Without a ``split`` column every row is ``train``.
+    Integer labels without ``label_names`` keep their values as class ids (names ``"0"``, ``"1"``, ...), so
+    they still index the model's outputs.
+    """
+    import pandas as pd
+
+    from ..data import TextDataset, from_frame
+
+    if isinstance(examples, TextDataset):
+        return examples
+    name, source = "dataset", "<DataFrame>"
+    if hasattr(examples, "to_pandas") and hasattr(examples, "features"):  # a Hugging Face datasets.Dataset
+        feature = examples.features.get(label_column)
+        if label_names is None and getattr(feature, "names", None):
+            label_names = list(feature.names)
+        name, source = getattr(examples.info, "dataset_name", None) or "dataset", "<datasets.Dataset>"
+        examples = examples.to_pandas()
+    if not isinstance(examples, pd.DataFrame):
+        raise DatasetError(f"examples: got {type(examples).__name__}; expected a TextDataset, a pandas DataFrame "
+                           "or a datasets.Dataset with text and label columns")
+    if label_names is None and label_column in examples and pd.api.types.is_integer_dtype(examples[label_column]):
+        top = int(examples[label_column].max()) if len(examples) else 0
+        label_names = [str(i) for i in range(max(top + 1, 2))]
+    return from_frame(examples, text_column=text_column, label_column=label_column, label_names=label_names,
+                      name=name, source=source)
+
+
+def resolve_max_length(tokenizer, model=None, max_length: int | None = None) -> int:
+    """``max_length``, else the smallest of the tokenizer's and the model's limits, capped at 512."""
+    if max_length is not None:
+        if max_length < 2:
+            raise TrainingError(f"max_length={max_length}: expected at least 2 tokens")
+        return int(max_length)
+    limits = [DEFAULT_MAX_LENGTH, getattr(tokenizer, "model_max_length", None)]
+    if model is not None:
+        from ..models import model_info
+
+        limits.append(model_info(model, tokenizer).get("max_length"))
+    return int(min(limit for limit in limits if limit))
+
+
+def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Token ids per text, truncated to ``max_length``, unpadded (batches pad only to their longest)."""
+    ids: list[list[int]] = []
+    for start in range(0, len(texts), 1024):
+        batch = [str(t) for t in texts[start:start + 1024]]
+        ids.extend(tokenizer(batch, truncation=True, max_length=max_length)["input_ids"])
+    return ids
+
+
+def pad_id_of(tokenizer) -> int:
+    pad = getattr(tokenizer, "pad_token_id", None)
+    if pad is None:
+        pad = getattr(tokenizer, "eos_token_id", None)
+    return int(pad or 0)
+
+
+def collate(token_ids: Sequence[Sequence[int]], rows: Sequence[int], pad_id: int,
+            padding_side: str = "right") -> dict[str, torch.Tensor]:
+    """``input_ids`` and ``attention_mask`` for ``rows``, padded to the longest of them."""
+    width = max(len(token_ids[r]) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids = token_ids[r]
+        span = slice(width - len(ids), width) if padding_side == "left" else slice(0, len(ids))
+        input_ids[i, span] = torch.as_tensor(ids, dtype=torch.long)
+        mask[i, span] = 1
+    return {"input_ids": input_ids, "attention_mask": mask}
+
+
+def inference_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Rows grouped by length (longest first), so each batch pads little."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def predict_logits(model: torch.nn.Module, token_ids: Sequence[Sequence[int]], *, pad_id: int,
+                   padding_side: str = "right", batch_size: int = 64, bf16: bool = False,
+                   on_batch=None) -> np.ndarray:
+    """Logits ``[n, classes]`` (float32) in eval mode without gradients; the model's train/eval mode is restored.
+
+    ``on_batch(rows_done)`` is called after each batch (for progress bars).
+    """
+    device = model_device(model)
+    was_training = model.training
+    model.eval()
+    out: np.ndarray | None = None
+    try:
+        with torch.inference_mode(), autocast(device, bf16):
+            for batch in inference_batches(np.fromiter(map(len, token_ids), int, len(token_ids)), batch_size):
+                inputs = {k: v.to(device) for k, v in collate(token_ids, batch, pad_id, padding_side).items()}
+                logits = model(**inputs).logits.float().cpu().numpy()
+                if out is None:
+                    out = np.empty((len(token_ids), logits.shape[1]), np.float32)
+                out[batch] = logits
+                if on_batch is not None:
+                    on_batch(len(batch))
+    finally:
+        model.train(was_training)
+    return out if out is not None else np.empty((0, 0), np.float32)
+
+
+# ------------------------------------------------------------------------------------------------ dynamics
+def dynamics_from_logits(logits: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-example gold-label probability, prediction, cross-entropy loss and margin from ``logits [n, C]``.
+
+    margin = p(gold) - max over the other classes of p (Pleiss et al. 2020 use it, averaged, as AUM).
+    """
+    logits = np.asarray(logits, np.float64)
+    labels = np.asarray(labels, np.int64)
+    rows = np.arange(len(labels))
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    probs = np.exp(log_probs)
+    gold = probs[rows, labels]
+    others = probs.copy()
+    others[rows, labels] = -np.inf
+    return {"gold_prob": gold.astype(np.float32), "pred": logits.argmax(axis=1).astype(np.int16),
+            "loss": (-log_probs[rows, labels]).astype(np.float32),
+            "margin": (gold - others.max(axis=1)).astype(np.float32)}
+
+
+def epoch_metrics(dynamics: Mapping[str, np.ndarray], labels: np.ndarray, split: np.ndarray) -> dict[str, float]:
+    """Accuracy and mean loss per split, from one epoch's dynamics."""
+    out: dict[str, float] = {}
+    correct = np.asarray(dynamics["pred"]) == np.asarray(labels)
+    for name in schema.SPLITS:
+        rows = np.asarray(split) == name
+        if rows.any():
+            out[f"{name}_accuracy"] = float(correct[rows].mean())
+            out[f"{name}_loss"] = float(np.asarray(dynamics["loss"])[rows].mean())
+    return out
+
+
+def parameters_finite(model: torch.nn.Module) -> bool:
+    """A cheap divergence check: whether the last parameter tensor (the task head) is finite.
+
+    One NaN/inf loss turns every weight NaN at the next optimizer step, the head included.
+    """
+    last = None
+    for last in model.parameters():
+        pass
+    return last is None or bool(torch.isfinite(last.detach()).all())
+
+
+# ------------------------------------------------------------------------------------------------ saving
+def save_weights(loc: Location, rel: str, model: torch.nn.Module, tokenizer) -> None:
+    """Save model + tokenizer (safetensors) to ``rel`` below the run, atomically (staged, then renamed)."""
+    from ..models import save_model
+
+    if loc.is_local:
+        save_model(model, tokenizer, loc.path(rel))
+        return
+    with tempfile.TemporaryDirectory() as tmp:  # remote run: save locally, upload, then rename into place
+        save_model(model, tokenizer, os.path.join(tmp, "w"))
+        loc.rm(rel + ".tmp")
+        loc.fs.put(os.path.join(tmp, "w"), loc.path(rel + ".tmp"), recursive=True)
+        loc.rm(rel)
+        loc.mv(rel + ".tmp", rel)
+
+
+def _label_names_for(model: torch.nn.Module, ds) -> list[str]:
+    """The dataset's names, unless they are placeholders ("0", "1", ...) and the model has real ones."""
+    names = list(ds.label_names)
+    id2label = getattr(getattr(model, "config", None), "id2label", None) or {}
+    model_names = [str(id2label.get(i, id2label.get(str(i), ""))) for i in range(len(names))]
+    placeholder = names == [str(i) for i in range(len(names))]
+    if placeholder and all(model_names) and not all(n.startswith("LABEL_") for n in model_names):
+        return model_names
+    return names
+
+
+# ------------------------------------------------------------------------------------------------ recorder
+class DynamicsRecorder:
+    """Writes a run from a training loop: ``start`` before the first step, ``on_epoch_end`` after each epoch.
+
+    ``examples`` (a ``TextDataset``, pandas DataFrame or ``datasets.Dataset`` with text, label and optionally
+    split columns) are the rows measured every epoch, in order; they need not be the exact training inputs, but
+    should be tokenized the same way (``max_length``). ``bf16`` None measures with bf16 autocast where the
+    hardware is fast at it (probabilities then agree with float32 to about 1e-2). An existing run at
+    ``run_dir`` is only replaced with ``overwrite=True``.
+    """
+
+    def __init__(self, run_dir, examples, *, label_names: Sequence[str] | None = None, text_column: str = "text",
+                 label_column: str = "label", max_length: int | None = None, batch_size: int = 64,
+                 bf16: bool | None = None, overwrite: bool = False, name: str | None = None,
+                 training_args: Mapping[str, Any] | None = None):
+        self.loc = Location.of(str(run_dir))
+        if self.loc.exists(schema.STORE_DIR) and not overwrite:
+            raise RunExistsError(f"{self.loc.url}: already holds a run; pass overwrite=True (CLI: --overwrite) "
+                                 "to replace it")
+        self.dataset = as_text_dataset(examples, label_names=label_names, text_column=text_column,
+                                       label_column=label_column)
+        self.max_length, self.batch_size, self.bf16 = max_length, int(batch_size), bf16
+        self.overwrite, self.name = overwrite, name
+        self.training_args = dict(training_args or {})
+        self.writer: RunWriter | None = None
+        self.tokenizer = None
+        self.history: list[dict[str, Any]] = []
+        self.checkpoints: list[str] = []
+        frame = self.dataset.frame
+        self.labels = frame["label"].to_numpy(np.int64)
+        self.split = frame["split"].to_numpy(str)
+        self._token_ids: list[list[int]] | None = None
+        self._started = time.perf_counter()
+
+    @property
+    def path(self) -> str:
+        return self.loc.url
+
+    @property
+    def n_examples(self) -> int:
+        return len(self.labels)
+
+    @property
+    def token_ids(self) -> list[list[int]]:
+        """Every example's token ids as measured (after ``start``), in row order."""
+        if self._token_ids is None:
+            raise TrainingError("DynamicsRecorder: no token ids before start(model, tokenizer)")
+        return self._token_ids
+
+    # -------------------------------------------------------------- lifecycle
+    def start(self, model: torch.nn.Module, tokenizer=None, *, step: int = 0) -> RunWriter:
+        """Create the run (examples, model and dataset attrs) and save the pre-trained state as ``epoch-0``."""
+        from ..models import model_info
+
+        if model is None:
+            raise TrainingError("DynamicsRecorder.start: no model given")
+        if tokenizer is None:
+            raise TrainingError(f"{self.path}: no tokenizer: pass tokenizer= (or processing_class= to the Trainer)")
+        num_labels = int(getattr(model.config, "num_labels", 0) or 0)
+        if num_labels < self.dataset.n_classes:
+            raise TrainingError(f"model has {num_labels} output classes but the dataset has "
+                                f"{self.dataset.n_classes} ({self.dataset.label_names}); expected a model with "
+                                "num_labels matching the dataset")
+        self.tokenizer = tokenizer
+        self._started = time.perf_counter()
+        self.max_length = resolve_max_length(tokenizer, model, self.max_length)
+        if self.bf16 is None:
+            self.bf16 = fast_bf16(model_device(model))
+        self._token_ids = tokenize(tokenizer, self.dataset.frame["text"].tolist(), self.max_length)
+        examples = self.dataset.frame.copy()
+        length_column = "length" if "length" not in examples else "n_tokens"  # never clobber a user's column
+        examples[length_column] = np.fromiter(map(len, self._token_ids), np.int32, len(self._token_ids))
+        self.writer = RunWriter.create(
+            self.loc, examples=examples, label_names=_label_names_for(model, self.dataset),
+            model=model_info(model, tokenizer), dataset=self.dataset.describe(), name=self.name,
+            overwrite=self.overwrite, extra_attrs={"training": self._training_attrs("running")})
+        self._save_checkpoint(model, 0, step)
+        return self.writer
+
+    def on_epoch_end(self, model: torch.nn.Module, *, epoch: int | None = None, step: int = 0,
+                     on_batch=None) -> dict[str, float]:
+        """Measure every example, write the epoch's dynamics and checkpoint ``epoch-<epoch>``; return metrics.
+
+        Raises ``TrainingError`` (keeping the checkpoints written so far) if the model's outputs are NaN/inf.
+        """
+        if self.writer is None:
+            raise TrainingError("DynamicsRecorder.on_epoch_end called before start(model, tokenizer)")
+        epoch = len(self.history) + 1 if epoch is None else int(epoch)
+        logits = predict_logits(model, self._token_ids, pad_id=pad_id_of(self.tokenizer),
+                                padding_side=getattr(self.tokenizer, "padding_side", "right"),
+                                batch_size=self.batch_size, bf16=bool(self.bf16), on_batch=on_batch)
+        if not np.isfinite(logits).all():
+            self.fail(f"epoch {epoch}: the model's outputs are NaN/inf (training diverged)")
+        dynamics = dynamics_from_logits(logits, self.labels)
+        self.writer.write_epoch(epoch, step=int(step), **dynamics)
+        self._save_checkpoint(model, epoch, step)
+        metrics = {"epoch": epoch, "step": int(step), **epoch_metrics(dynamics, self.labels, self.split),
+                   "seconds": round(time.perf_counter() - self._started, 1)}
+        self.history.append(metrics)
+        self.writer.update_attrs(training=self._training_attrs("running"))
+        return metrics
+
+    def check_finite(self, model: torch.nn.Module, *, step: int, loss: float | None = None) -> None:
+        """Stop (``TrainingError``) as soon as the loss or the weights are NaN/inf; checkpoints so far are kept."""
+        if loss is not None and not np.isfinite(loss):
+            self.fail(f"step {step}: the training loss is {loss} (training diverged)")
+        if not parameters_finite(model):
+            self.fail(f"step {step}: the model's weights are NaN/inf (training diverged)")
+
+    def fail(self, reason: str) -> None:
+        """Record the failure in the run and raise ``TrainingError`` naming the checkpoints that were kept."""
+        message = (f"{reason}; stopped. {self.path} keeps checkpoints {self.checkpoints} and "
+                   f"{len(self.history)} epoch(s) of dynamics. Try a lower learning rate, gradient clipping, "
+                   "or check the inputs.")
+        if self.writer is not None:
+            self.writer.update_attrs(training=self._training_attrs("failed", error=message))
+        raise TrainingError(message)
+
+    def finish(self) -> None:
+        """Mark training as finished in the run's attrs."""
+        if self.writer is not None:
+            self.writer.update_attrs(training=self._training_attrs("finished"))
+
+    # -------------------------------------------------------------- helpers
+    def _save_checkpoint(self, model: torch.nn.Module, epoch: int, step: int) -> None:
+        name = f"epoch-{epoch}"
+        rel = self.writer.weights_dir(name)
+        save_weights(self.loc, rel, model, self.tokenizer)
+        self.writer.add_checkpoint(name, step=int(step), epoch=float(epoch), weights=rel)
+        if name not in self.checkpoints:
+            self.checkpoints.append(name)
+
+    def _training_attrs(self, status: str, error: str | None = None) -> dict[str, Any]:
+        attrs = {"status": status, "measurement": MEASUREMENT, "max_length": self.max_length,
+                 "bf16_measurement": bool(self.bf16), "epochs": list(self.history), **self.training_args}
+        if error:
+            attrs["error"] = error
+        return attrs
+

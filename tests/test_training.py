@@ -1,0 +1,323 @@
+"""Training capture: the Trainer callback, the loop recorder, the fine-tune loop and the demo/train commands.
+
+Everything trains tiny random-init BERTs (tests/fixtures.py) through the real ``Trainer`` or the real loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.special import log_softmax
+from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
+
+from t3vis.analysis.datamaps import run_data_map
+from t3vis.errors import RunExistsError, TrainingError
+from t3vis.models import load_checkpoint, save_model
+from t3vis.store import Run, validate
+from t3vis.training import T3VisCallback, TrainConfig, dynamics_from_logits, fast_bf16, train_run
+from t3vis.training.commands import register
+from t3vis.training.demo import linear_schedule, training_batches
+from t3vis.training.recorder import DynamicsRecorder, as_text_dataset
+
+from tests.fixtures import TOPICS, tiny_model, tiny_texts, tiny_tokenizer
+
+LABELS = list(TOPICS)[:3]
+N, N_TRAIN, EPOCHS, MAX_LENGTH = 120, 96, 3, 48
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def examples(n: int = N, n_train: int = N_TRAIN, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, len(LABELS), n)
+    return pd.DataFrame({"text": tiny_texts(n, labels, LABELS, rng), "label": labels,
+                         "split": np.where(np.arange(n) < n_train, "train", "validation"),
+                         "source": rng.choice(["wire", "web"], n)})
+
+
+class Tokenized(torch.utils.data.Dataset):
+    """What a user hands the Trainer: tokenized training rows (the callback measures its own copy)."""
+
+    def __init__(self, frame: pd.DataFrame, tokenizer):
+        self.encoded = tokenizer(frame["text"].tolist(), truncation=True, max_length=MAX_LENGTH)
+        self.labels = frame["label"].tolist()
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.encoded["input_ids"][i], "attention_mask": self.encoded["attention_mask"][i],
+                "labels": self.labels[i]}
+
+
+def trainer_for(model, tokenizer, frame, out: Path, callbacks, epochs: int = EPOCHS) -> Trainer:
+    args = TrainingArguments(output_dir=str(out / "trainer"), num_train_epochs=epochs, per_device_train_batch_size=16,
+                             learning_rate=3e-3, use_cpu=True, report_to="none", save_strategy="no",
+                             logging_strategy="no", disable_tqdm=True, seed=0)
+    return Trainer(model=model, args=args, train_dataset=Tokenized(frame[frame.split == "train"], tokenizer),
+                   processing_class=tokenizer, data_collator=DataCollatorWithPadding(tokenizer), callbacks=callbacks)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny BERT trained for 3 epochs through the real Trainer with the callback."""
+    tmp = tmp_path_factory.mktemp("trained")
+    tokenizer = tiny_tokenizer(tmp / "tokenizer")
+    model = tiny_model(len(LABELS), seed=0)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    frame = examples()
+    callback = T3VisCallback(tmp / "run", examples=frame, label_names=LABELS, max_length=MAX_LENGTH, bf16=False)
+    trainer_for(model, tokenizer, frame, tmp, [callback]).train()
+    return {"run": Run(tmp / "run"), "model": model.eval(), "tokenizer": tokenizer, "initial": initial,
+            "frame": frame, "tmp": tmp}
+
+
+# ------------------------------------------------------------------------------------------------ pure parts
+def test_dynamics_from_logits_matches_per_example_reference():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 3, (40, 4))
+    labels = rng.integers(0, 4, 40)
+    got = dynamics_from_logits(logits, labels)
+    for i in range(40):
+        probs = [math.exp(z) for z in logits[i]]
+        probs = [p / sum(probs) for p in probs]
+        gold = probs[labels[i]]
+        best_other = max(p for c, p in enumerate(probs) if c != labels[i])
+        assert got["gold_prob"][i] == pytest.approx(gold, abs=1e-6)
+        assert got["margin"][i] == pytest.approx(gold - best_other, abs=1e-6)
+        assert got["loss"][i] == pytest.approx(-log_softmax(logits[i])[labels[i]], abs=1e-5)
+        assert got["pred"][i] == int(np.argmax(probs))
+
+
+def test_training_batches_cover_each_row_once_and_group_lengths():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(2, 200, 1000)
+    batches = training_batches(lengths, 16, np.random.default_rng(3), pool=10)
+    rows = np.concatenate(batches)
+    assert sorted(rows.tolist()) == list(range(1000))
+    assert max(len(b) for b in batches) == 16
+    padded = sum(len(b) * lengths[b].max() for b in batches)
+    shuffled = rng.permutation(1000)
+    unsorted = sum(16 * lengths[shuffled[i:i + 16]].max() for i in range(0, 1000, 16))
+    assert padded < 0.8 * unsorted  # bucketing saves padding
+    assert not np.array_equal(rows, training_batches(lengths, 16, np.random.default_rng(4), pool=10)[0])
+
+
+def test_linear_schedule_warms_up_then_decays_to_zero():
+    factor = linear_schedule(100, 0.1)
+    assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
+    assert factor(10) == pytest.approx(1.0) and factor(55) == pytest.approx(0.5) and factor(100) == 0.0
+
+
+def test_fast_bf16_follows_the_cpu_flags():
+    flags = set()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            flags |= set(line.split(":", 1)[1].split())
+    assert fast_bf16("cpu") == bool({"amx_bf16", "avx512_bf16"} & flags)
+
+
+def test_examples_accept_a_datasets_dataset_with_class_labels():
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    features = Features({"sentence": Value("string"), "topic": ClassLabel(names=["a", "b", "c"])})
+    data = Dataset.from_dict({"sentence": ["x y", "z", "w"], "topic": [2, 0, 1]}, features=features)
+    ds = as_text_dataset(data, text_column="sentence", label_column="topic")
+    assert ds.label_names == ["a", "b", "c"]
+    assert ds.frame["label"].tolist() == [2, 0, 1] and set(ds.frame["split"]) == {"train"}
+
+
+# ------------------------------------------------------------------------------------------------ Trainer + callback
+def test_callback_records_every_epoch_and_checkpoint(trained):
+    run = trained["run"]
+    dynamics = run.dynamics()
+    assert run.epochs() == [1, 2, 3] and dynamics.epochs.tolist() == [1, 2, 3]
+    for key in ("gold_prob", "pred", "loss", "margin"):
+        assert getattr(dynamics, key).shape == (EPOCHS, N)
+    assert run.checkpoints == ["epoch-0", "epoch-1", "epoch-2", "epoch-3"]
+    steps = [run.checkpoint(c).step for c in run.checkpoints]
+    assert steps == [0, 6, 12, 18]  # 96 training rows / batch 16 = 6 steps per epoch
+    training = run.attrs["training"]
+    assert training["status"] == "finished" and "eval mode" in training["measurement"]
+    assert [e["epoch"] for e in training["epochs"]] == [1, 2, 3]
+    assert run.label_names == LABELS and run.n_examples == N and "source" in run.columns
+    assert validate(run.loc.url) == []
+    # it learned something, so the dynamics carry signal
+    assert training["epochs"][-1]["train_accuracy"] > 0.6
+
+
+def test_data_map_equals_direct_computation_from_recorded_probabilities(trained):
+    run = trained["run"]
+    dynamics, labels = run.dynamics(), run.column("label")
+    table = run_data_map(run)
+    assert table.index.tolist() == list(range(N_TRAIN))  # the training split only
+    for i in table.index:
+        p = [float(x) for x in dynamics.gold_prob[:, i]]
+        row = table.loc[i]
+        assert row["confidence"] == pytest.approx(statistics.fmean(p), abs=1e-6)
+        assert row["variability"] == pytest.approx(statistics.pstdev(p), abs=1e-6)
+        assert row["correctness"] == pytest.approx(np.mean([dynamics.pred[e, i] == labels[i] for e in range(3)]))
+        assert row["mislabel_score"] == pytest.approx(1 - statistics.fmean(p), abs=1e-6)
+        assert row["aum_score"] == pytest.approx(-statistics.fmean(float(x) for x in dynamics.margin[:, i]), abs=1e-6)
+    assert len(run_data_map(run, split=None)) == N
+
+
+def test_checkpoints_are_safetensors_and_reload_to_identical_logits(trained):
+    run, model, tokenizer = trained["run"], trained["model"], trained["tokenizer"]
+    for name in run.checkpoints:
+        files = {p.name for p in Path(run.checkpoint(name).weights_path).iterdir()}
+        assert "model.safetensors" in files and "config.json" in files
+        assert not [f for f in files if f.endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt"))]
+    inputs = tokenizer(trained["frame"]["text"].tolist()[:32], truncation=True, max_length=MAX_LENGTH,
+                       padding=True, return_tensors="pt")
+    final, _ = load_checkpoint(run.checkpoint("epoch-3").weights_path)
+    with torch.no_grad():
+        assert torch.equal(final(**inputs).logits, model(**inputs).logits)
+    start, _ = load_checkpoint(run.checkpoint("epoch-0").weights_path)
+    for key, value in start.state_dict().items():  # checkpoint 0 is the model before any step
+        assert torch.equal(value, trained["initial"][key]), key
+
+
+def test_recorded_dynamics_match_an_unbatched_forward_of_each_checkpoint(trained):
+    """Length-bucketed, padded batches must put every example's numbers in its own row."""
+    run, tokenizer = trained["run"], trained["tokenizer"]
+    dynamics, labels, texts = run.dynamics(), run.column("label"), trained["frame"]["text"].tolist()
+    for epoch in (1, 3):
+        model, _ = load_checkpoint(run.checkpoint(f"epoch-{epoch}").weights_path)
+        for i in range(0, N, 7):
+            with torch.no_grad():
+                logits = model(**tokenizer(texts[i], truncation=True, max_length=MAX_LENGTH,
+                                           return_tensors="pt")).logits[0].double()
+            prob = torch.softmax(logits, 0)
+            assert dynamics.gold_prob[epoch - 1, i] == pytest.approx(float(prob[labels[i]]), abs=1e-5)
+            assert dynamics.pred[epoch - 1, i] == int(prob.argmax())
+
+
+def test_existing_run_is_not_overwritten_without_overwrite(trained):
+    run = trained["run"]
+    before = run.attrs["created"]
+    with pytest.raises(RunExistsError, match="overwrite"):
+        T3VisCallback(run.loc.url, examples=trained["frame"], label_names=LABELS)
+    assert Run(run.loc.url).attrs["created"] == before
+
+
+class PoisonInputs(TrainerCallback):
+    """Turns one token embedding into inf at ``at_step``: the next loss is NaN, as in a real divergence."""
+
+    def __init__(self, at_step: int):
+        self.at_step = at_step
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        if state.global_step == self.at_step:
+            with torch.no_grad():
+                model.bert.embeddings.word_embeddings.weight.fill_(float("inf"))
+
+
+def test_nan_loss_stops_training_and_keeps_earlier_checkpoints(tmp_path):
+    tokenizer = tiny_tokenizer(tmp_path / "tokenizer")
+    frame = examples()
+    callback = T3VisCallback(tmp_path / "run", examples=frame, label_names=LABELS, max_length=MAX_LENGTH, bf16=False)
+    trainer = trainer_for(tiny_model(3), tokenizer, frame, tmp_path, [PoisonInputs(at_step=8), callback])
+    with pytest.raises(TrainingError, match=r"step 9: the model's weights are NaN/inf.*epoch-0', 'epoch-1'"):
+        trainer.train()
+    run = Run(tmp_path / "run")
+    assert run.checkpoints == ["epoch-0", "epoch-1"] and run.epochs() == [1]
+    assert run.attrs["training"]["status"] == "failed" and "NaN" in run.attrs["training"]["error"]
+    model, _ = load_checkpoint(run.checkpoint("epoch-1").weights_path)  # the kept checkpoint is intact
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_recorder_refuses_nan_outputs_at_epoch_end(tmp_path):
+    tokenizer = tiny_tokenizer(tmp_path / "tokenizer")
+    model = tiny_model(3)
+    recorder = DynamicsRecorder(tmp_path / "run", examples(), label_names=LABELS, max_length=MAX_LENGTH, bf16=False)
+    recorder.start(model, tokenizer)
+    with torch.no_grad():
+        model.classifier.weight.fill_(float("nan"))
+    with pytest.raises(TrainingError, match="epoch 1: the model's outputs are NaN/inf"):
+        recorder.on_epoch_end(model, epoch=1, step=5)
+    assert Run(tmp_path / "run").checkpoints == ["epoch-0"]
+
+
+# ------------------------------------------------------------------------------------------------ loop and CLI
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory):
+    """A model directory (safetensors + tokenizer) and a CSV, as a user would give ``t3vis train``."""
+    tmp = tmp_path_factory.mktemp("base")
+    save_model(tiny_model(3), tiny_tokenizer(tmp / "tokenizer"), tmp / "model")
+    frame = examples(n=150)
+    frame["label"] = [LABELS[i] for i in frame["label"]]
+    frame.drop(columns="split").to_csv(tmp / "data.csv", index=False)
+    return tmp
+
+
+def cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="t3vis")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_t3vis_train_writes_a_valid_run_with_noise(base_model, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    argv = [str(base_model / "data.csv"), "--model", str(base_model / "model"), "--run", str(run_dir),
+            "--epochs", "2", "--noise", "0.1", "--learning-rate", "3e-3", "--max-length", "48", "--no-pipeline"]
+    assert cli(["train", *argv]) == 0
+    assert "wrote" in capsys.readouterr().out
+    run = Run(run_dir)
+    assert validate(str(run_dir)) == []
+    assert run.epochs() == [1, 2] and run.checkpoints == ["epoch-0", "epoch-1", "epoch-2"]
+    frame = run.examples()
+    assert (frame["split"] == "validation").sum() == 30 and frame["flipped"].sum() == 12  # 10% of 120 train rows
+    assert not frame.loc[frame["split"] == "validation", "flipped"].any()
+    assert run.attrs["training"]["config"]["learning_rate"] == 3e-3
+    with pytest.raises(RunExistsError):  # a second run over it needs --overwrite
+        cli(["train", *argv])
+    assert cli(["train", *argv, "--overwrite", "--epochs", "1"]) == 0
+    assert Run(run_dir).epochs() == [1]
+
+
+def test_fine_tune_is_deterministic_for_a_seed_and_reports_progress(base_model, tmp_path):
+    from t3vis.data import from_frame
+
+    ds = from_frame(pd.read_csv(base_model / "data.csv"), label_names=LABELS)
+    ds = ds.with_frame(ds.frame.assign(split=np.where(np.arange(150) < 120, "train", "validation")))
+    stages = []
+
+    def train(name, seed):
+        config = TrainConfig(epochs=2, learning_rate=3e-3, max_length=48, seed=seed, bf16=False)
+        train_run(tmp_path / name, ds, model_path=base_model / "model", config=config, pipeline=False,
+                  progress=lambda stage, f: stages.append((stage, f)))
+        return Run(tmp_path / name).dynamics()
+
+    first = train("a", 0)
+    fractions = [f for _, f in stages]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and 0 < fractions[len(fractions) // 2] < 1
+    assert any("epoch 2/2: training" in s for s, _ in stages)
+    again, other = train("b", 0), train("c", 1)
+    assert np.array_equal(first.gold_prob, again.gold_prob) and np.array_equal(first.pred, again.pred)
+    assert not np.array_equal(first.gold_prob, other.gold_prob)
+    assert first.gold_prob[-1, :120].mean() > first.gold_prob[0, :120].mean()  # it learns
+
+
+def test_t3vis_demo_refuses_to_replace_an_existing_run(tmp_path):
+    from tests.fixtures import make_tiny_run
+
+    make_tiny_run(tmp_path, name="bbc-news-minilm")
+    created = Run(tmp_path / "bbc-news-minilm").attrs["created"]
+    with pytest.raises(RunExistsError, match="bbc-news-minilm: already holds a run.*--overwrite"):
+        cli(["demo", "--runs-dir", str(tmp_path)])
+    assert Run(tmp_path / "bbc-news-minilm").attrs["created"] == created
