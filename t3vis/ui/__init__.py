@@ -1,0 +1,21 @@
+"""Panel/HoloViews views of a run: the explorer app and its parts.
+
+``state.ExplorerState`` is the one per-session source of truth; views (``projection.ProjectionView``,
+``table.DataTable``, ``filters.FilterPanel``; part 2's instance and head views) are ``pn.viewable.Viewer``
+classes holding ``state`` and nothing else of their own that another view needs. ``data`` (the shared
+read-only column cache) and ``masks`` (brush and filter masks) import without panel.
+"""
+
+__all__ = ["Explorer", "ExplorerState"]
+
+
+def __getattr__(name):
+    if name == "Explorer":
+        from .explorer import Explorer
+
+        return Explorer
+    if name == "ExplorerState":
+        from .state import ExplorerState
+
+        return ExplorerState
+    raise AttributeError(name)

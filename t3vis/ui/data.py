@@ -1,0 +1,435 @@
+"""The columns a run's views need, loaded once per process and shared read-only by every session.
+
+A session holds only masks and its own page of rows; the arrays here (tens to hundreds of MB at 10M examples)
+exist once per process. Every cached array is made read-only, so a view that tried to modify one would fail
+loudly instead of corrupting the other sessions. Text is never loaded whole: pages read the chunks they need.
+
+Imports no panel/bokeh: benchmarks and tests use it directly.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..analysis.datamaps import data_map, mislabel_scores
+from ..errors import StoreError
+from ..store import Run, schema
+
+CATEGORICAL, CONTINUOUS = "categorical", "continuous"
+#: Where an attribute's values come from: per example, per checkpoint, or derived from training dynamics.
+EXAMPLES, CHECKPOINT, DYNAMICS = "examples", "checkpoint", "dynamics"
+#: Per-checkpoint arrays shown as attributes, with their display names.
+CHECKPOINT_ATTRIBUTES = {"pred": "prediction", "loss": "loss", "gold_prob": "gold-label probability",
+                         "length": "length (tokens)"}
+#: Derived from ``run.dynamics()``.
+DYNAMICS_ATTRIBUTES = {"confidence": "confidence", "variability": "variability", "correctness": "correctness",
+                       "mislabel": "mislabel score"}
+FLAG_CATEGORIES = ("no", "yes")
+#: Table text is cut to this many characters (the instance view shows the whole text).
+TEXT_PREVIEW_CHARS = 160
+#: Decoded text chunks kept per process (bytes, roughly). Override with $T3VIS_TEXT_CACHE_MB.
+TEXT_CACHE_BYTES = int(float(os.environ.get("T3VIS_TEXT_CACHE_MB", "256")) * 2**20)
+
+
+@dataclass(frozen=True)
+class Attribute:
+    """A per-example value a view can colour by, filter on or show in the table."""
+
+    name: str
+    label: str
+    kind: str  # CATEGORICAL or CONTINUOUS
+    source: str  # EXAMPLES, CHECKPOINT or DYNAMICS
+    categories: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class PlotSpec:
+    """What one scatter plot shows: a projection of a checkpoint's layer, or the data map."""
+
+    kind: str  # "projection" or "datamap"
+    checkpoint: str | None = None
+    method: str | None = None
+    layer: int | None = None
+
+    @classmethod
+    def datamap(cls) -> "PlotSpec":
+        return cls("datamap")
+
+    @property
+    def title(self) -> str:
+        if self.kind == "datamap":
+            return "Data map"
+        return f"{self.method.upper()} of layer {self.layer} · {self.checkpoint}"
+
+    @property
+    def axis_labels(self) -> tuple[str, str]:
+        if self.kind == "datamap":
+            return "variability", "confidence"
+        return f"{self.method} 1", f"{self.method} 2"
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
+class RunData:
+    """Shared, lazily filled, read-only columns of one run (get it with ``run_data``; never mutate)."""
+
+    def __init__(self, run: Run):
+        self.run = run
+        self.n = run.n_examples
+        self.label_names = tuple(run.label_names)
+        self._lock = threading.RLock()
+        self._values: dict[tuple, np.ndarray] = {}
+        self._categoricals: dict[tuple, pd.Categorical] = {}
+        self._xy: dict[PlotSpec, tuple[np.ndarray, np.ndarray]] = {}
+        self._ranges: dict[tuple, tuple[float, float]] = {}
+        self._text = TextChunks(run)
+        self.checkpoints = tuple(run.checkpoints)
+        # what each checkpoint holds, read once (opening checkpoint groups costs milliseconds each time)
+        self._arrays = {c: frozenset(run.checkpoint(c).arrays) for c in self.checkpoints}
+        self._projections = {c: tuple(run.checkpoint(c).projections()) for c in self.checkpoints}
+        self.has_dynamics = bool(run.epochs())
+        self.attributes = self._catalogue()
+        self.mislabel_method = None
+
+    def __repr__(self) -> str:
+        return f"RunData({self.run.loc.url!r}, n={self.n})"
+
+    # ------------------------------------------------------------------ catalogue
+    def _catalogue(self) -> dict[str, Attribute]:
+        out: dict[str, Attribute] = {}
+        first = [c for c in ("label", "split") if c in self.run.columns]
+        for col in first + [c for c in self.run.columns if c not in first]:
+            attrs = self.run.column_attrs(col)
+            kind = attrs.get("kind")
+            if kind in ("id", "text"):
+                continue
+            if kind == "flag":
+                out[col] = Attribute(col, col.replace("_", " "), CATEGORICAL, EXAMPLES, FLAG_CATEGORIES)
+            elif attrs.get("categories") is not None:
+                out[col] = Attribute(col, col.replace("_", " "), CATEGORICAL, EXAMPLES, tuple(attrs["categories"]))
+            else:
+                out[col] = Attribute(col, col.replace("_", " "), CONTINUOUS, EXAMPLES)
+        arrays = set().union(*self._arrays.values()) if self._arrays else set()
+        for key, label in CHECKPOINT_ATTRIBUTES.items():
+            if key in arrays and key not in out:
+                cats = self.label_names if key == "pred" else None
+                out[key] = Attribute(key, label, CATEGORICAL if cats else CONTINUOUS, CHECKPOINT, cats)
+        if self.has_dynamics:
+            for key, label in DYNAMICS_ATTRIBUTES.items():
+                out[key] = Attribute(key, label, CONTINUOUS, DYNAMICS)
+        return out
+
+    def categorical_attributes(self) -> list[str]:
+        return [a.name for a in self.attributes.values() if a.kind == CATEGORICAL]
+
+    def continuous_attributes(self) -> list[str]:
+        return [a.name for a in self.attributes.values() if a.kind == CONTINUOUS]
+
+    def attribute(self, name: str) -> Attribute:
+        try:
+            return self.attributes[name]
+        except KeyError:
+            raise StoreError(f"{self.run.loc.url}: no attribute '{name}' (have {sorted(self.attributes)})") from None
+
+    # ------------------------------------------------------------------ values
+    def values(self, name: str, checkpoint: str | None = None) -> np.ndarray:
+        """One attribute for every example: category codes for categorical ones, floats/ints otherwise.
+
+        ``checkpoint`` matters only for per-checkpoint attributes (loss, prediction, ...); it defaults to the last
+        checkpoint that has the array.
+        """
+        attr = self.attribute(name)
+        key = (name, self._checkpoint_for(attr, checkpoint))
+        got = self._values.get(key)
+        if got is None:
+            with self._lock:
+                got = self._values.get(key)
+                if got is None:
+                    got = self._load(attr, key[1])
+                    self._values[key] = got
+        return got
+
+    def _checkpoint_for(self, attr: Attribute, checkpoint: str | None) -> str | None:
+        if attr.source != CHECKPOINT:
+            return None
+        having = [c for c in self.checkpoints if attr.name in self._arrays[c]]
+        if checkpoint in having:
+            return checkpoint
+        if not having:
+            raise StoreError(f"{self.run.loc.url}: no checkpoint has '{attr.name}' (run `t3vis pipeline`)")
+        return having[-1]
+
+    def _load(self, attr: Attribute, checkpoint: str | None) -> np.ndarray:
+        if attr.source == EXAMPLES:
+            values = self.run.column(attr.name)
+            if values.dtype == np.bool_:
+                values = values.view(np.int8)
+        elif attr.source == CHECKPOINT:
+            values = self.run.checkpoint(checkpoint).read(attr.name)
+        else:
+            self._load_dynamics()
+            return self._values[(attr.name, None)]
+        if values.shape != (self.n,):
+            raise StoreError(f"{self.run.loc.url}: '{attr.name}' has shape {values.shape}, expected ({self.n},)")
+        return _readonly(np.ascontiguousarray(values))
+
+    def _load_dynamics(self) -> None:
+        """Confidence, variability, correctness and mislabel score, computed once per run per process."""
+        dyn = self.run.dynamics()
+        labels = self.run.column("label")
+        dm = data_map(dyn.gold_prob, dyn.pred, labels)
+        method = "aum" if dyn.margin is not None else "confidence"
+        scores = mislabel_scores(dyn.gold_prob, margin=dyn.margin, method=method)
+        self.mislabel_method = method
+        for key, values in (("confidence", dm.confidence), ("variability", dm.variability),
+                            ("correctness", dm.correctness), ("mislabel", scores)):
+            self._values[(key, None)] = _readonly(np.ascontiguousarray(values, dtype=np.float32))
+
+    def categorical(self, name: str, checkpoint: str | None = None) -> pd.Categorical:
+        """A categorical attribute as a shared ``pd.Categorical`` (what datashader's ``count_cat`` needs)."""
+        attr = self.attribute(name)
+        key = (name, self._checkpoint_for(attr, checkpoint))
+        got = self._categoricals.get(key)
+        if got is None:
+            codes = self.values(name, checkpoint)
+            k = len(attr.categories)
+            codes = codes.astype(np.int8 if k < 127 else np.int32)
+            codes[(codes < 0) | (codes >= k)] = -1  # out of range -> missing, not an error in the plot
+            got = pd.Categorical.from_codes(codes, categories=list(attr.categories))
+            _readonly(got.codes)
+            self._categoricals[key] = got
+        return got
+
+    def value_range(self, name: str, checkpoint: str | None = None) -> tuple[float, float]:
+        """(min, max) over finite values, for sliders and a fixed colour scale."""
+        attr = self.attribute(name)
+        key = (name, self._checkpoint_for(attr, checkpoint))
+        got = self._ranges.get(key)
+        if got is None:
+            v = self.values(name, checkpoint)
+            if v.dtype.kind == "f":
+                finite = v[np.isfinite(v)] if not np.isfinite(v).all() else v
+            else:
+                finite = v
+            got = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
+            self._ranges[key] = got
+        return got
+
+    # ------------------------------------------------------------------ coordinates
+    def projection_choices(self) -> dict[str, list[tuple[str, int]]]:
+        """checkpoint -> available (method, layer) pairs."""
+        return {c: list(p) for c, p in self._projections.items()}
+
+    def xy(self, spec: PlotSpec) -> tuple[np.ndarray, np.ndarray]:
+        """The plot's coordinates as two contiguous float32 arrays (shared)."""
+        got = self._xy.get(spec)
+        if got is None:
+            with self._lock:
+                got = self._xy.get(spec)
+                if got is None:
+                    got = self._load_xy(spec)
+                    self._xy[spec] = got
+        return got
+
+    def _load_xy(self, spec: PlotSpec) -> tuple[np.ndarray, np.ndarray]:
+        if spec.kind == "datamap":
+            if not self.has_dynamics:
+                raise StoreError(f"{self.run.loc.url}: no training dynamics recorded, so no data map "
+                                 "(train with the t3vis recorder: `t3vis train` or `t3vis demo`)")
+            return self.values("variability"), self.values("confidence")
+        if spec.checkpoint not in self.checkpoints:
+            raise StoreError(f"{self.run.loc.url}: no checkpoint '{spec.checkpoint}' (have {list(self.checkpoints)})")
+        xy = self.run.checkpoint(spec.checkpoint).projection(spec.method, spec.layer)
+        if xy.shape != (self.n, 2):
+            raise StoreError(f"{self.run.loc.url}: projection {spec.method}/layer {spec.layer} of "
+                             f"'{spec.checkpoint}' has shape {xy.shape}, expected ({self.n}, 2)")
+        return (_readonly(np.ascontiguousarray(xy[:, 0], dtype=np.float32)),
+                _readonly(np.ascontiguousarray(xy[:, 1], dtype=np.float32)))
+
+    def xy_extent(self, spec: PlotSpec) -> tuple[tuple[float, float], tuple[float, float]]:
+        """((xmin, xmax), (ymin, ymax)) over finite coordinates, padded a little (the plots' initial view)."""
+        key = ("xy", spec)
+        got = self._ranges.get(key)
+        if got is None:
+            out = []
+            for v in self.xy(spec):
+                lo, hi = (float(np.nanmin(v)), float(np.nanmax(v))) if len(v) else (0.0, 1.0)
+                if not np.isfinite(lo) or not np.isfinite(hi):
+                    lo, hi = 0.0, 1.0
+                pad = (hi - lo) * 0.02 or 0.5
+                out.append((lo - pad, hi + pad))
+            got = self._ranges[key] = tuple(out)
+        return got
+
+    def frame(self, spec: PlotSpec, color: str | None, checkpoint: str | None = None) -> pd.DataFrame:
+        """x, y and the colour column as a DataFrame that shares memory with the cache (no copy)."""
+        x, y = self.xy(spec)
+        data = {"x": x, "y": y}
+        if color:
+            attr = self.attribute(color)
+            data[color] = self.categorical(color, checkpoint) if attr.kind == CATEGORICAL else \
+                self.values(color, checkpoint)
+        return pd.DataFrame(data, copy=False)
+
+    # ------------------------------------------------------------------ rows
+    def text(self, rows: np.ndarray) -> np.ndarray:
+        return self._text.get(np.asarray(rows, dtype=np.int64))
+
+    def rows(self, rows: np.ndarray, columns: Sequence[str], checkpoint: str | None = None,
+             text_chars: int | None = TEXT_PREVIEW_CHARS) -> pd.DataFrame:
+        """A small page of rows: ``row`` (the example index), then ``columns`` (``text`` read on demand)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = {}
+        for col in columns:
+            if col == "text":
+                text = self.text(rows)
+                out[col] = [_preview(t, text_chars) for t in text] if text_chars else list(text)
+                continue
+            attr = self.attribute(col)
+            if attr.kind == CATEGORICAL:
+                out[col] = self.categorical(col, checkpoint).take(rows) if len(rows) else \
+                    pd.Categorical([], categories=list(attr.categories))
+            else:
+                out[col] = self.values(col, checkpoint)[rows]
+        return pd.DataFrame(out, index=pd.Index(rows, name="row"))
+
+
+def _preview(text: str, chars: int) -> str:
+    text = str(text)
+    return text if len(text) <= chars else text[: chars - 1] + "…"
+
+
+class TextChunks:
+    """Reads text for a few rows by decoding only their chunks, keeping recently used chunks (LRU by size)."""
+
+    def __init__(self, run: Run, budget_bytes: int = TEXT_CACHE_BYTES):
+        self._array = run.root["examples/text"]
+        self._chunk = int(self._array.chunks[0])
+        self._budget = budget_bytes
+        self._chunks: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._sizes: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def get(self, rows: np.ndarray) -> np.ndarray:
+        out = np.empty(len(rows), dtype=object)
+        if not len(rows):
+            return out
+        which = rows // self._chunk
+        for c in np.unique(which):
+            sel = which == c
+            out[sel] = self._load(int(c))[rows[sel] - int(c) * self._chunk]
+        return out
+
+    def _load(self, c: int) -> np.ndarray:
+        with self._lock:
+            got = self._chunks.get(c)
+            if got is not None:
+                self._chunks.move_to_end(c)
+                return got
+        start = c * self._chunk
+        got = _readonly(np.asarray(self._array[start:start + self._chunk]))
+        size = int(sum(len(s) for s in got[: min(len(got), 1000)]) / max(1, min(len(got), 1000)) * len(got)) \
+            + 16 * len(got)
+        with self._lock:
+            self._chunks[c] = got
+            self._sizes[c] = size
+            while len(self._chunks) > 1 and sum(self._sizes.values()) > self._budget:
+                old, _ = self._chunks.popitem(last=False)
+                self._sizes.pop(old)
+        return got
+
+
+# ---------------------------------------------------------------------- the process-wide cache
+_CACHE: "OrderedDict[tuple, RunData]" = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+#: Runs kept loaded per process (each holds its columns; a session keeps its own run alive regardless).
+CACHE_RUNS = 2
+
+
+def _cache_key(run: Run) -> tuple:
+    """Run path plus modification times, so a run rewritten or extended (new epochs, checkpoints) reloads."""
+    key: list = [run.loc.url]
+    if run.loc.is_local:
+        store = run.loc.path(schema.STORE_DIR)
+        parts = ["zarr.json", "dynamics", "checkpoints", "examples"]
+        parts += [os.path.join("checkpoints", c, "projection", m) for c in run.checkpoints
+                  for m in _listdir(os.path.join(store, "checkpoints", c, "projection"))]
+        for part in parts:
+            try:
+                key.append(os.stat(os.path.join(store, part)).st_mtime_ns)
+            except OSError:
+                key.append(None)
+    return tuple(key)
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return sorted(p for p in os.listdir(path) if not p.startswith("."))
+    except OSError:
+        return []
+
+
+def run_data(run: "Run | str | os.PathLike") -> RunData:
+    """The shared ``RunData`` of ``run`` for this process (created on first use)."""
+    if not isinstance(run, Run):
+        run = Run(os.fspath(run))
+    key = _cache_key(run)
+    with _CACHE_LOCK:
+        got = _CACHE.get(key)
+        if got is not None:
+            _CACHE.move_to_end(key)
+            return got
+    got = RunData(run)
+    with _CACHE_LOCK:
+        got = _CACHE.setdefault(key, got)
+        _CACHE.move_to_end(key)
+        while len(_CACHE) > CACHE_RUNS:
+            _CACHE.popitem(last=False)
+    return got
+
+
+def clear_cache() -> None:
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+def page_order(values: np.ndarray | None, rows: np.ndarray, start: int, stop: int, ascending: bool = True
+               ) -> np.ndarray:
+    """Rows ``start:stop`` of ``rows`` ordered by ``values[rows]`` (NaN last, ties by row), without a full sort.
+
+    Each row gets one uint64 key (order-preserving float32 bits, then the row index), so the order is total;
+    ``argpartition`` brings exactly ranks ``start..stop-1`` into the window and only the window is sorted.
+    ``values=None`` keeps ``rows``' own order.
+    """
+    stop = min(stop, len(rows))
+    if start >= stop:
+        return rows[:0]
+    if values is None:
+        return rows[start:stop]
+    keys = sort_keys(values[rows], rows, ascending)
+    if stop - start < len(keys):
+        part = np.argpartition(keys, [start, stop - 1])[start:stop]
+    else:
+        part = np.arange(len(keys))
+    return rows[part[np.argsort(keys[part])]]
+
+
+def sort_keys(values: np.ndarray, rows: np.ndarray, ascending: bool = True) -> np.ndarray:
+    """uint64 keys whose order is (value, row): float32 bits made sortable in the high word, row in the low."""
+    v = np.array(values, dtype=np.float32)
+    if not ascending:
+        np.negative(v, out=v)
+    v[np.isnan(v)] = np.inf
+    bits = v.view(np.uint32)
+    bits = np.where(bits & np.uint32(0x80000000), ~bits, bits | np.uint32(0x80000000))
+    return (bits.astype(np.uint64) << np.uint64(32)) | np.asarray(rows).astype(np.uint64)

@@ -1,0 +1,225 @@
+"""The explorer app: sidebar controls, projection plots and data map, the data table, and room for part 2.
+
+``Explorer(run_or_path)`` in a notebook displays itself; ``.servable()`` serves it; ``apps/main.py`` builds one
+per browser session over a runs directory (``Explorer(runs_dir=...)``), where runs are chosen by name only.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import threading
+import traceback
+from pathlib import Path
+
+import holoviews as hv
+import panel as pn
+import panel_material_ui as pmui
+import param
+
+from ..errors import T3VisError
+from ..paths import DEMO_RUN_NAME
+from ..store import Run, validate
+from .filters import FilterPanel
+from .projection import ProjectionView
+from .runs import default_run, is_run, list_runs, resolve_run
+from .state import ExplorerState
+from .table import DataTable
+
+log = logging.getLogger(__name__)
+
+#: Part 2's views plug in here: tab title -> "module:Class", built as ``Class(state=state)`` (a Viewer reading
+#: and writing the shared ``ExplorerState``). A missing module shows a placeholder instead.
+EXTRA_VIEWS = {
+    "Instance": "t3vis.ui.instance:InstanceView",
+    "Attention heads": "t3vis.ui.heads:HeadView",
+}
+HELP = ("Drag a box (or lasso) on any plot to select; the selection shows in every plot and the table. "
+        "Wheel to zoom; zoom far in to hover single examples. The toolbar's save button exports a plot as PNG.")
+
+
+def _extra_view(title: str, target: str, state: ExplorerState):
+    module, cls = target.split(":")
+    try:
+        view_cls = getattr(importlib.import_module(module), cls)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise
+        return pn.pane.Markdown(f"*{title} view: not available yet (`{module}`).*")
+    return view_cls(state=state)
+
+
+class DemoOffer(pn.viewable.Viewer):
+    """Shown when the runs directory holds no run: builds the demo run in a thread, with progress."""
+
+    runs_dir = param.Parameter()
+    status = param.String(default="")
+    fraction = param.Number(default=0.0, bounds=(0, 1))
+    building = param.Boolean(default=False)
+
+    def __init__(self, on_done=None, **params):
+        super().__init__(**params)
+        self._on_done = on_done
+        self.button = pmui.Button(label="Build the demo run", variant="contained", color="primary")
+        self.button.on_click(self._start)
+        self.progress = pmui.LinearProgress(value=0, visible=False, sizing_mode="stretch_width")
+        self.text = pn.pane.Markdown(
+            f"### No run yet\nThe runs directory `{self.runs_dir}` holds no t3vis run. Build the demo: "
+            "all-MiniLM-L6-v2 fine-tuned on BBC News with some labels flipped, so the data map has mislabeled "
+            "examples to find (a few minutes on a CPU; `t3vis demo` does the same from a terminal).",
+            sizing_mode="stretch_width")
+        self.status_pane = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self.layout = pn.Column(self.text, self.button, self.progress, self.status_pane, sizing_mode="stretch_width")
+
+    def __panel__(self):
+        return self.layout
+
+    def _start(self, event=None) -> None:
+        if self.building:
+            return
+        self.building = True
+        self.button.disabled = True
+        self.progress.visible = True
+        doc = pn.state.curdoc
+        threading.Thread(target=self._build, args=(doc,), name="t3vis-demo", daemon=True).start()
+
+    def _report(self, message: str, fraction: float) -> None:
+        self.progress.value = int(round(100 * max(0.0, min(1.0, fraction))))
+        self.status_pane.object = f"{message} ({100 * fraction:.0f}%)"
+
+    def _build(self, doc) -> None:
+        path = Path(self.runs_dir) / DEMO_RUN_NAME
+        try:
+            from ..training.demo import build_demo
+
+            build_demo(path, progress=self._report)
+        except Exception as exc:  # show it in the page; the server stays up
+            log.exception("demo build failed")
+            self.status_pane.object = f"**Building the demo failed:** {exc}"
+            self.button.disabled = False
+            self.building = False
+            return
+        self.building = False
+        if self._on_done is not None:
+            if doc is not None:
+                doc.add_next_tick_callback(lambda: self._on_done(DEMO_RUN_NAME))
+            else:
+                self._on_done(DEMO_RUN_NAME)
+
+
+class Explorer(pn.viewable.Viewer):
+    """Projection view, data map and data table over one run, linked through one ``ExplorerState``.
+
+    ``Explorer(run)`` opens a run (``Run`` or path) directly; ``Explorer(runs_dir=DIR, run_name=NAME)`` lets
+    the page pick among the runs in ``DIR`` (and only those).
+    """
+
+    runs_dir = param.Parameter(default=None, doc="Runs directory the picker lists (None: only the given run).")
+    state = param.ClassSelector(class_=ExplorerState, doc="This session's state (views share it).")
+
+    def __init__(self, run: "Run | str | os.PathLike | None" = None, *, runs_dir=None, run_name: str | None = None,
+                 **params):
+        params.setdefault("state", ExplorerState())
+        super().__init__(runs_dir=None if runs_dir is None else Path(runs_dir).resolve(), **params)
+        hv.extension("bokeh", logo=False)
+        self.error = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
+        self.picker = pmui.Select(label="Run", options=[], sizing_mode="stretch_width")
+        self.projection = ProjectionView(state=self.state)
+        self.table = DataTable(state=self.state)
+        self.filters = FilterPanel(state=self.state)
+        self.extra = {title: _extra_view(title, target, self.state) for title, target in EXTRA_VIEWS.items()}
+        self.demo = DemoOffer(runs_dir=self.runs_dir, on_done=self._demo_done) if self.runs_dir else None
+        self.counts = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self._update_counts()
+        self._refresh_picker()
+        if run is not None:
+            self.state.open(run)  # in code, a bad run raises: the caller sees the StoreError
+            self.picker.options = [self.state.run.name]
+            self.picker.value = self.state.run.name
+        else:
+            name = run_name or (default_run(self.runs_dir) if self.runs_dir else None)
+            if name:
+                self.open_run(name)
+        self.picker.param.watch(lambda e: e.new and self.open_run(e.new), "value")
+        self._page = None
+
+    # ------------------------------------------------------------------ runs
+    def _refresh_picker(self) -> None:
+        if self.runs_dir is None:
+            return
+        names = list_runs(self.runs_dir)
+        self.picker.options = names
+        if self.demo is not None:
+            self.demo.layout.visible = not any(is_run(self.runs_dir / n) for n in names)
+
+    def open_run(self, name: str) -> bool:
+        """Open run ``name`` from the runs directory; on failure show why and keep the current run."""
+        try:
+            path = resolve_run(self.runs_dir, name) if self.runs_dir is not None else Path(name)
+            problems = validate(str(path))
+            if problems:
+                listed = "\n".join(f"- `{p}`" for p in problems[:10])
+                more = f"\n- ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+                raise T3VisError(f"run `{name}` cannot be opened:\n{listed}{more}")
+            self.state.open(str(path))
+        except T3VisError as exc:
+            self._show_error(str(exc))
+            return False
+        except Exception as exc:  # corrupt arrays and the like: explain in the page, keep serving
+            log.error("opening %s failed:\n%s", name, traceback.format_exc())
+            self._show_error(f"run `{name}` cannot be read: {type(exc).__name__}: {exc}")
+            return False
+        self.error.visible = False
+        if self.picker.value != name and name in self.picker.options:
+            self.picker.value = name
+        return True
+
+    def _show_error(self, message: str) -> None:
+        self.error.object = message
+        self.error.visible = True
+
+    def _demo_done(self, name: str) -> None:
+        self._refresh_picker()
+        self.open_run(name)
+        if self.demo is not None:
+            self.demo.layout.visible = False
+
+    # ------------------------------------------------------------------ sidebar
+    @param.depends("state.n_selected", "state.n_filtered", "state.n_total", watch=True)
+    def _update_counts(self) -> None:
+        self.counts.object = self.state.counts_text() if self.state.run is not None else ""
+
+    def _controls(self) -> list:
+        s = self.state.param
+        select = lambda p, **kw: pmui.Select.from_param(p, sizing_mode="stretch_width", **kw)  # noqa: E731
+        b_controls = pn.Column(select(s.checkpoint_b), select(s.method_b), select(s.layer_b),
+                               pmui.Switch.from_param(s.link_axes), visible=self.state.compare,
+                               sizing_mode="stretch_width")
+        self.state.param.watch(lambda e: setattr(b_controls, "visible", e.new), "compare")
+        clear = pmui.Button(label="Clear selection", variant="outlined", sizing_mode="stretch_width")
+        clear.on_click(lambda e: self.state.clear_selection())
+        return [
+            self.picker,
+            pmui.Card(select(s.checkpoint), select(s.method), select(s.layer), pmui.Switch.from_param(s.compare),
+                      b_controls, title="Projection", sizing_mode="stretch_width", collapsible=True),
+            select(s.color_by, label="Colour by"),
+            pmui.Card(self.filters, title="Filters", sizing_mode="stretch_width", collapsible=True),
+            pmui.Card(self.counts, clear, pn.pane.Markdown(HELP, styles={"font-size": "12px"}),
+                      title="Selection", sizing_mode="stretch_width", collapsible=True),
+        ]
+
+    # ------------------------------------------------------------------ layout
+    def main_area(self) -> list:
+        tabs = pmui.Tabs(("Examples", self.table), *self.extra.items(), sizing_mode="stretch_width")
+        objects = [self.error]
+        if self.demo is not None:
+            objects.append(self.demo)
+        objects += [self.projection, tabs]
+        return objects
+
+    def __panel__(self):
+        if self._page is None:
+            self._page = pmui.Page(title="t3vis explorer", sidebar=self._controls(), main=self.main_area(),
+                                   sidebar_width=330)
+        return self._page

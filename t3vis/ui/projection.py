@@ -1,0 +1,299 @@
+"""Projection view and data map: datashader-aggregated scatter plots with linked box/lasso brushing.
+
+Each plot is an overlay of three dynamic layers over the shared, read-only columns:
+
+- *back*: the filtered examples, dimmed; drawn only while a brush selection exists (so selected points stand out);
+- *front*: the examples in ``state.mask`` (filters AND selection), coloured by ``state.color_by``;
+- *sparse*: when few (filtered) points are in view, the points themselves, with hover showing text and label.
+
+``BoundsXY``/``Lasso`` streams on the overlay turn a brush into ``state.select_box``/``select_lasso``
+(``Selection1D`` does not work on rasterized plots); every plot redraws from the one mask in the state.
+
+The raster layers aggregate with datashader directly in their DynamicMap callbacks (RangeXY + PlotSize streams,
+as ``rasterize`` would): measured here, that halves the per-update overhead of HoloViews' ``rasterize``
+operation, which matters when a brush must redraw every plot within tens of milliseconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+
+import colorcet
+import datashader as ds
+import holoviews as hv
+import numpy as np
+import pandas as pd
+import panel as pn
+import param
+
+from ..errors import T3VisError
+from . import masks
+from .data import CATEGORICAL, FLAG_CATEGORIES, PlotSpec
+from .state import ExplorerState
+
+#: Below this many points in view, the points are drawn as glyphs with hover (text is read for them).
+SPARSE_POINTS = 1500
+#: Alpha of the filtered-but-unselected points while a selection exists.
+BACK_ALPHA = 0.12
+PLOT_TOOLS = ["box_select", "lasso_select"]
+CONTINUOUS_CMAP = "viridis"
+DENSITY_CMAP = colorcet.kbc[::-1][40:]
+
+
+def color_key(categories) -> dict[str, str]:
+    """Category -> colour; flags are grey (no) and red (yes) so flipped labels stand out."""
+    categories = list(categories)
+    if tuple(categories) == FLAG_CATEGORIES:
+        return {"no": "#b0b0b0", "yes": "#d62728"}
+    palette = colorcet.b_glasbey_category10
+    return {c: palette[i % len(palette)] for i, c in enumerate(categories)}
+
+
+def legend_html(title: str, key: dict[str, str]) -> str:
+    items = "".join(f'<span style="white-space:nowrap;margin-right:10px"><span style="display:inline-block;'
+                    f'width:10px;height:10px;border-radius:5px;background:{c};margin-right:4px"></span>'
+                    f'{html.escape(str(k))}</span> ' for k, c in key.items())
+    return f'<div style="font-size:12px"><b>{title}</b>: {items}</div>'
+
+
+def batched():
+    """Freeze the page's Bokeh model graph while every view updates, so it is recomputed once, not per change.
+
+    (Bokeh's own ``freeze``; Panel's ``hold`` also defers messages, which lost updates when the server ran in a
+    thread beside other documents in tests.)
+    """
+    doc = pn.state.curdoc
+    models = getattr(doc, "models", None)
+    return models.freeze() if models is not None else contextlib.nullcontext()
+
+
+def _grid(agg) -> tuple:
+    return agg.coords["x"].values, agg.coords["y"].values, agg.data
+
+
+def _column(frame: pd.DataFrame, name: str):
+    col = frame[name]
+    return col.array if isinstance(col.dtype, pd.CategoricalDtype) else col.to_numpy()
+
+
+class ScatterPlot:
+    """One plot (a projection or the data map), its layers and its brush streams.
+
+    Built for a fixed ``spec`` and colouring; the view rebuilds it when those change. ``box`` and ``lasso`` are
+    the real streams a browser drives (tests call ``box.event(bounds=...)``).
+    """
+
+    def __init__(self, state: ExplorerState, spec: PlotSpec, ranges: tuple | None = None):
+        self.state = state
+        self.spec = spec
+        data = state.data
+        self.color = state.color_by or None
+        self.color_checkpoint = state.color_checkpoint(spec)
+        self.frame = data.frame(spec, self.color, self.color_checkpoint)  # shared columns, no copy
+        self.x, self.y = data.xy(spec)
+        self.extent = data.xy_extent(spec)
+        attr = data.attribute(self.color) if self.color else None
+        self.categorical = attr is not None and attr.kind == CATEGORICAL
+        self.key = color_key(attr.categories) if self.categorical else None
+        self.clim = data.value_range(self.color, self.color_checkpoint) if attr and not self.categorical else None
+        self.legend = legend_html(attr.label, self.key) if self.categorical else ""
+        self.range_xy = hv.streams.RangeXY()
+        self.element = self._overlay(ranges)
+        # a stream whose source is an overlay attaches to nothing: use one layer (the plot's tools are shared)
+        self.box = hv.streams.BoundsXY(source=self._front_layer)
+        self.lasso = hv.streams.Lasso(source=self._front_layer)
+        self.box.add_subscriber(self._on_box)
+        self.lasso.add_subscriber(self._on_lasso)
+
+    # ------------------------------------------------------------------ brushing
+    def _on_box(self, bounds):
+        if bounds is not None:
+            with batched():
+                self.state.select_box(self.spec, bounds)
+
+    def _on_lasso(self, geometry):
+        if geometry is not None and len(geometry) >= 3:
+            with batched():
+                self.state.select_lasso(self.spec, geometry)
+
+    # ------------------------------------------------------------------ layers
+    def _subset(self, rows: np.ndarray | None) -> pd.DataFrame:
+        """The shared frame's ``rows`` (a copy of just those rows), or the frame itself for ``None``."""
+        if rows is None:
+            return self.frame
+        return pd.DataFrame({c: _column(self.frame, c).take(rows) for c in self.frame.columns}, copy=False)
+
+    def _front_rows(self) -> pd.DataFrame:
+        state = self.state
+        return self.frame if state.mask is None else self._subset(state.rows())
+
+    def _back_rows(self) -> pd.DataFrame:
+        state = self.state
+        if not state.has_selection:
+            return self.frame.iloc[:0]
+        return self._subset(None if state.filtered is None else np.flatnonzero(state.filtered))
+
+    def _raster(self, frame: pd.DataFrame, x_range, y_range, width, height, template) -> hv.Element:
+        """Aggregate ``frame`` with datashader for the current view (what ``rasterize`` does, minus its overhead).
+
+        The element reuses ``template``'s id, so it carries the layer's options without per-update option work.
+        """
+        (x0, x1), (y0, y1) = x_range or self.extent[0], y_range or self.extent[1]
+        if not x1 > x0:
+            x0, x1 = x0 - 0.5, x0 + 0.5
+        if not y1 > y0:
+            y0, y1 = y0 - 0.5, y0 + 0.5
+        canvas = ds.Canvas(plot_width=max(2, int(width or 600)), plot_height=max(2, int(height or 400)),
+                           x_range=(x0, x1), y_range=(y0, y1))
+        # (xs, ys, array) tuples: the grid interface computes ranges several times faster than xarray's
+        if self.categorical:
+            agg = canvas.points(frame, "x", "y", ds.count_cat(self.color))
+            return hv.ImageStack(_grid(agg), kdims=["x", "y"], vdims=list(self.key), id=template.id)
+        if self.color:
+            agg = canvas.points(frame, "x", "y", ds.mean(self.color))
+            return hv.Image(_grid(agg), kdims=["x", "y"], vdims=[self.color], id=template.id)
+        agg = canvas.points(frame, "x", "y", ds.count())
+        return hv.Image(_grid(agg), kdims=["x", "y"], vdims=[hv.Dimension("count", nodata=0)], id=template.id)
+
+    def _template(self, alpha: float, colorbar: bool) -> hv.Element:
+        """An element holding one layer's options (datashaded layers share them by id)."""
+        if self.categorical:
+            return hv.ImageStack(np.zeros((2, 2, len(self.key))), kdims=["x", "y"], vdims=list(self.key)).opts(
+                cmap=self.key, alpha=alpha, tools=PLOT_TOOLS)
+        if self.color:
+            return hv.Image(np.zeros((2, 2)), kdims=["x", "y"], vdims=[self.color]).opts(
+                cmap=CONTINUOUS_CMAP, clim=self.clim, colorbar=colorbar, alpha=alpha, tools=PLOT_TOOLS,
+                clabel=self.color, clipping_colors={"NaN": "transparent"})
+        return hv.Image(np.zeros((2, 2)), kdims=["x", "y"], vdims=[hv.Dimension("count", nodata=0)]).opts(
+            cmap=DENSITY_CMAP, cnorm="eq_hist", alpha=alpha, tools=PLOT_TOOLS)
+
+    def _sparse(self, x_range=None, y_range=None, filtered_rev=None, has_selection=None):
+        """The points themselves, with hover, once a zoom leaves few of them in view."""
+        cols = ["row", "label", "text"]
+        empty = hv.Points(pd.DataFrame({"x": [], "y": [], **{c: [] for c in cols}}), ["x", "y"], cols,
+                          id=self._templates["sparse"].id)
+        if x_range is None or y_range is None:
+            return empty
+        inview = masks.box_mask(self.x, self.y, (x_range[0], y_range[0], x_range[1], y_range[1]))
+        if self.state.filtered is not None:
+            inview &= self.state.filtered
+        if not 0 < np.count_nonzero(inview) <= SPARSE_POINTS:
+            return empty
+        rows = np.flatnonzero(inview)
+        data = self.state.data
+        shown = [c for c in ("label", "pred", "loss") if c in data.attributes]
+        page = data.rows(rows, ["text", *shown], self.color_checkpoint, text_chars=200)
+        page.insert(0, "x", self.x[rows])
+        page.insert(1, "y", self.y[rows])
+        page = page.reset_index()
+        return hv.Points(page, ["x", "y"], ["row", *shown, "text"], id=self._templates["sparse"].id)
+
+    def _overlay(self, ranges: tuple | None):
+        state = self.state
+        hover = [("row", "@row"), ("label", "@label"), ("text", "@text")]
+        if "pred" in state.data.attributes:
+            hover.insert(2, ("prediction", "@pred"))
+        self._templates = {
+            "back": self._template(BACK_ALPHA, colorbar=False),
+            "front": self._template(1.0, colorbar=True),
+            "sparse": hv.Points([], ["x", "y"]).opts(
+                size=6, fill_alpha=0, line_color="#333333", line_alpha=0.6, tools=["hover", *PLOT_TOOLS],
+                hover_tooltips=hover, nonselection_alpha=0.6, selection_alpha=0.6),
+        }
+        # one stream per kind of change, shared by the layers that follow it: one event, one refresh
+        on_mask = hv.streams.Params(state, ["mask_rev"])
+        on_filter = hv.streams.Params(state, ["filtered_rev", "has_selection"])
+        self._watching = [on_mask, on_filter]
+        size = hv.streams.PlotSize()
+        view = [self.range_xy, size]
+
+        def front(mask_rev, x_range, y_range, width, height, scale=1.0):
+            return self._raster(self._front_rows(), x_range, y_range, width, height, self._templates["front"])
+
+        def back(filtered_rev, has_selection, x_range, y_range, width, height, scale=1.0):
+            return self._raster(self._back_rows(), x_range, y_range, width, height, self._templates["back"])
+
+        self._front_layer = hv.DynamicMap(front, streams=[on_mask, *view], cache_size=1)
+        back_layer = hv.DynamicMap(back, streams=[on_filter, *view], cache_size=1)
+        # hover points follow zoom and filters, not brushes: a brush refreshes the front layer only
+        sparse = hv.DynamicMap(self._sparse, streams=[self.range_xy, on_filter], cache_size=1)
+        xlabel, ylabel = self.spec.axis_labels
+        opts = dict(title=self.spec.title, xlabel=xlabel, ylabel=ylabel, responsive=True, min_height=360,
+                    active_tools=["box_select", "wheel_zoom"], toolbar="above")
+        opts.update(xlim=ranges[0], ylim=ranges[1]) if ranges else opts.update(xlim=self.extent[0],
+                                                                               ylim=self.extent[1])
+        return (back_layer * self._front_layer * sparse).opts(**opts)
+
+    def dispose(self) -> None:
+        """Stop following the state (a replaced plot must not keep recomputing or hold its frames)."""
+        for stream in self._watching:
+            stream.unwatch()
+        self._watching = []
+
+    def view_ranges(self) -> tuple | None:
+        if self.range_xy.x_range is None:
+            return None
+        return self.range_xy.x_range, self.range_xy.y_range
+
+
+class ProjectionView(pn.viewable.Viewer):
+    """The projection plot (or two side by side in comparison mode) and the data map, sharing one selection."""
+
+    state = param.ClassSelector(class_=ExplorerState)
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.plots: dict[str, ScatterPlot] = {}
+        self._projection = pn.pane.HoloViews(sizing_mode="stretch_both", min_height=380, linked_axes=False)
+        self._datamap = pn.pane.HoloViews(sizing_mode="stretch_both", min_height=380, linked_axes=False)
+        self._legend = pn.pane.HTML("", sizing_mode="stretch_width", margin=(0, 10))
+        self._notes = pn.pane.Alert("", alert_type="info", visible=False, sizing_mode="stretch_width")
+        self._layout = pn.Column(self._notes, self._legend,
+                                 pn.Row(self._projection, self._datamap, sizing_mode="stretch_both"),
+                                 sizing_mode="stretch_both")
+        self._rebuild()
+
+    def __panel__(self):
+        return self._layout
+
+    @param.depends("state.run", "state.checkpoint", "state.method", "state.layer", "state.compare",
+                   "state.checkpoint_b", "state.method_b", "state.layer_b", "state.link_axes", "state.color_by",
+                   watch=True)
+    def _rebuild(self) -> None:
+        state = self.state
+        old = self.plots
+        self.plots = {}
+        notes = []
+        if state.data is None:
+            self._projection.object = self._datamap.object = None
+            self._notes.visible = False
+            return
+        which = ["a", "b"] if state.compare else ["a"]
+        for plot in old.values():
+            plot.dispose()
+        for w in which + ["datamap"]:
+            spec = state.spec(w)
+            if spec is None:
+                continue
+            prev = old.get(w)
+            ranges = prev.view_ranges() if prev is not None and prev.spec == spec else None
+            try:
+                self.plots[w] = ScatterPlot(state, spec, ranges)
+            except T3VisError as exc:
+                notes.append(str(exc))
+        panels = [self.plots[w].element for w in which if w in self.plots]
+        if panels:
+            layout = panels[0] if len(panels) == 1 else hv.Layout(panels).cols(2).opts(shared_axes=state.link_axes)
+            self._projection.object = layout
+        else:
+            self._projection.object = None
+        self._projection.visible = bool(panels)
+        self._datamap.object = self.plots["datamap"].element if "datamap" in self.plots else None
+        self._datamap.visible = "datamap" in self.plots
+        legends = {p.legend for p in self.plots.values() if p.legend}
+        self._legend.object = "".join(sorted(legends))
+        if state.message:
+            notes.insert(0, state.message)
+        self._notes.object = "\n\n".join(notes)
+        self._notes.visible = bool(notes)

@@ -1,0 +1,277 @@
+"""The one state object of an explorer session: every view reads it and writes it, none keeps its own copy.
+
+Views are thin: a plot turns a brush into ``select_box``/``select_lasso``, a widget sets ``color_by`` or a filter,
+and every view redraws from ``mask`` (filters AND selection) when it changes. Masks are per session (one byte
+per example); the columns they index are the process-wide read-only ``RunData``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import param
+
+from ..errors import StoreError
+from ..store import Run
+from . import masks
+from .data import CATEGORICAL, CHECKPOINT, PlotSpec, RunData, run_data
+
+#: Saliency methods the instance view offers (part 2 may extend ``ExplorerState.param.saliency_method.objects``).
+SALIENCY_METHODS = ["gradient", "input_x_gradient", "integrated_gradients"]
+#: Default colouring, first one the run has.
+DEFAULT_COLOR_BY = ("label", "pred", "confidence")
+
+
+class ExplorerState(param.Parameterized):
+    """Per-session state of the explorer: what is shown, filtered, selected.
+
+    Inputs (set by widgets, plots, or code):
+
+    - ``run``: the open ``Run`` (``None`` until one is opened; use ``open``).
+    - ``checkpoint``, ``method``, ``layer``: the projection of the main plot (and the checkpoint that
+      per-checkpoint attributes such as loss and prediction are read from in the table and filters).
+    - ``compare``: show a second projection beside the first, from ``checkpoint_b``/``method_b``/``layer_b``;
+      ``link_axes`` shares their axes.
+    - ``color_by``: attribute to colour by (``""`` = point density).
+    - ``filters``: ``{attribute: (lo, hi)}`` for continuous ones, ``{attribute: (category, ...)}`` for categorical.
+    - ``selection``: boolean mask over all examples from the last brush (box or lasso), ``None`` = no brush.
+    - ``example``: the example (row index) chosen in the table or a plot, for the instance view.
+
+    Part 2 (attention-head and instance views) reads and writes:
+
+    - ``head``: the ``(layer, head)`` picked in the head grid, or ``None``.
+    - ``pruned_heads``: tuple of ``(layer, head)`` pairs gated off when the model runs.
+    - ``saliency_method``: one of ``SALIENCY_METHODS``; ``target_class``: class index saliency explains
+      (``None`` = the predicted class).
+
+    Outputs (read-only, recomputed when inputs change):
+
+    - ``filtered``: mask of rows passing the filters (``None`` = all rows); ``mask``: ``filtered`` AND
+      ``selection`` (``None`` = all rows), the rows every view shows; ``n_total``/``n_filtered``/``n_selected``.
+    - ``message``: why something cannot be shown (bad run, missing projections/dynamics), empty when fine.
+    """
+
+    run = param.ClassSelector(class_=Run, default=None, allow_None=True, doc="The open run.")
+    checkpoint = param.Selector(default=None, objects=[], allow_None=True, doc="Checkpoint of the main plot.")
+    method = param.Selector(default=None, objects=[], allow_None=True, doc="Projection method (umap/tsne/pca).")
+    layer = param.Selector(default=None, objects=[], allow_None=True, doc="Layer whose projection is shown.")
+    compare = param.Boolean(default=False, doc="Show a second projection side by side.")
+    checkpoint_b = param.Selector(default=None, objects=[], allow_None=True, label="Checkpoint (right)")
+    method_b = param.Selector(default=None, objects=[], allow_None=True, label="Method (right)")
+    layer_b = param.Selector(default=None, objects=[], allow_None=True, label="Layer (right)")
+    link_axes = param.Boolean(default=False, doc="Pan/zoom both projections together.")
+    color_by = param.Selector(default="", objects=[""], doc="Attribute the points are coloured by.")
+    filters = param.Dict(default={}, doc="{attribute: (lo, hi) or (category, ...)}")
+    selection = param.Parameter(default=None, doc="Boolean mask of the brushed examples, or None.")
+    example = param.Integer(default=None, allow_None=True, doc="Example chosen for the instance view.")
+
+    head = param.Tuple(default=None, length=2, allow_None=True, doc="(layer, head) chosen in the head view.")
+    pruned_heads = param.Parameter(default=(), doc="Tuple of (layer, head) pairs switched off (any length).")
+    saliency_method = param.Selector(default=SALIENCY_METHODS[0], objects=SALIENCY_METHODS, check_on_set=False)
+    target_class = param.Integer(default=None, allow_None=True, doc="Class saliency explains; None = predicted.")
+
+    filtered = param.Parameter(default=None, constant=True, doc="Rows passing the filters (None = all).")
+    mask = param.Parameter(default=None, constant=True, doc="filtered AND selection (None = all rows).")
+    has_selection = param.Boolean(default=False, constant=True)
+    mask_rev = param.Integer(default=0, constant=True, doc="Bumped whenever ``mask`` changes (cheap to watch).")
+    filtered_rev = param.Integer(default=0, constant=True, doc="Bumped whenever ``filtered`` changes.")
+    n_total = param.Integer(default=0, constant=True)
+    n_filtered = param.Integer(default=0, constant=True)
+    n_selected = param.Integer(default=0, constant=True)
+    message = param.String(default="", doc="Why something cannot be shown; empty when all is well.")
+
+    def __init__(self, run: "Run | str | None" = None, **params):
+        self._data: RunData | None = None
+        self._rows: tuple[int, np.ndarray] | None = None
+        super().__init__(**params)
+        if run is not None:
+            self.open(run)
+
+    # ------------------------------------------------------------------ run
+    @property
+    def data(self) -> RunData | None:
+        """The shared, read-only columns of the open run."""
+        return self._data if self.run is not None else None
+
+    def open(self, run: "Run | str") -> None:
+        """Open a run (object or path) and reset the view to its defaults; bad runs raise ``StoreError``."""
+        run = run if isinstance(run, Run) else Run(str(run))
+        data = run_data(run)
+        self._data = data
+        choices = data.projection_choices()
+        with param.parameterized.batch_call_watchers(self):
+            self.selection = None
+            self.filters = {}
+            self.example = None
+            self.head = None
+            self.pruned_heads = ()
+            self.target_class = None
+            self.run = run
+            ckpts = [c for c in data.checkpoints if choices[c]] or list(data.checkpoints)
+            for suffix in ("", "_b"):
+                self.param[f"checkpoint{suffix}"].objects = list(data.checkpoints)
+            self.checkpoint = ckpts[-1] if ckpts else None
+            self.checkpoint_b = ckpts[0] if ckpts else None
+            self._sync_choices("")
+            self._sync_choices("_b")
+            self.param.color_by.objects = {"density": "", **{a.label: a.name for a in data.attributes.values()}}
+            self.color_by = next((c for c in DEFAULT_COLOR_BY if c in data.attributes), "")
+            self.message = _missing_message(data)
+            self._update_masks()
+
+    @param.depends("checkpoint", "method", watch=True)
+    def _on_choice(self) -> None:
+        self._sync_choices("")
+
+    @param.depends("checkpoint_b", "method_b", watch=True)
+    def _on_choice_b(self) -> None:
+        self._sync_choices("_b")
+
+    def _sync_choices(self, suffix: str) -> None:
+        """Keep method/layer options to what the chosen checkpoint has, preferring the current choice."""
+        data = self.data
+        if data is None:
+            return
+        ckpt = getattr(self, f"checkpoint{suffix}")
+        pairs = data.projection_choices().get(ckpt, [])
+        methods = sorted({m for m, _ in pairs})
+        mp, lp = self.param[f"method{suffix}"], self.param[f"layer{suffix}"]
+        mp.objects = methods
+        method = getattr(self, f"method{suffix}")
+        if method not in methods:
+            method = "umap" if "umap" in methods else (methods[0] if methods else None)
+        layers = sorted({l for m, l in pairs if m == method})
+        lp.objects = layers
+        layer = getattr(self, f"layer{suffix}")
+        if layer not in layers:
+            layer = layers[-1] if layers else None
+        self.param.update({f"method{suffix}": method, f"layer{suffix}": layer})
+
+    # ------------------------------------------------------------------ plots
+    def spec(self, which: str = "a") -> PlotSpec | None:
+        """What plot ``a`` (main), ``b`` (comparison) or ``datamap`` shows; ``None`` if there is nothing to show."""
+        if which == "datamap":
+            return PlotSpec.datamap() if self.data is not None and self.data.has_dynamics else None
+        suffix = "_b" if which == "b" else ""
+        ckpt, method, layer = (getattr(self, f"{p}{suffix}") for p in ("checkpoint", "method", "layer"))
+        if ckpt is None or method is None or layer is None:
+            return None
+        return PlotSpec("projection", ckpt, method, int(layer))
+
+    def color_checkpoint(self, spec: PlotSpec | None) -> str | None:
+        """Checkpoint that per-checkpoint colours (loss, prediction) come from in plot ``spec``."""
+        return spec.checkpoint if spec is not None and spec.checkpoint else self.checkpoint
+
+    # ------------------------------------------------------------------ selection
+    def select_box(self, spec: PlotSpec, bounds) -> None:
+        """Select the examples inside ``bounds = (left, bottom, right, top)`` of plot ``spec``."""
+        x, y = self.data.xy(spec)
+        self.selection = masks.box_mask(x, y, bounds)
+
+    def select_lasso(self, spec: PlotSpec, polygon) -> None:
+        """Select the examples inside the lasso ``polygon`` (``[k, 2]`` vertices) of plot ``spec``."""
+        x, y = self.data.xy(spec)
+        self.selection = masks.lasso_mask(x, y, np.asarray(polygon))
+
+    def clear_selection(self) -> None:
+        self.selection = None
+
+    # ------------------------------------------------------------------ filters
+    def set_filter(self, name: str, value) -> None:
+        """Keep only examples whose ``name`` is in ``value`` ((lo, hi) or categories); ``None`` removes it."""
+        filters = dict(self.filters)
+        if value is None:
+            filters.pop(name, None)
+        else:
+            attr = self.data.attribute(name)
+            if attr.kind == CATEGORICAL:
+                unknown = set(value) - set(attr.categories)
+                if unknown:
+                    raise StoreError(f"filter '{name}': unknown categories {sorted(unknown)} "
+                                     f"(expected some of {list(attr.categories)})")
+                value = tuple(str(v) for v in value)
+            else:
+                lo, hi = value
+                value = (float(lo), float(hi))
+            filters[name] = value
+        self.filters = filters
+
+    def clear_filters(self) -> None:
+        self.filters = {}
+
+    def resolved_filters(self) -> tuple[dict, dict]:
+        """The filters as (columns, specs) ``masks.filter_mask`` takes (category names -> codes)."""
+        columns, specs = {}, {}
+        for name, value in self.filters.items():
+            attr = self.data.attribute(name)
+            columns[name] = self.data.values(name, self.checkpoint)
+            if attr.kind == CATEGORICAL:
+                specs[name] = frozenset(attr.categories.index(v) for v in value)
+            else:
+                specs[name] = tuple(value)
+        return columns, specs
+
+    # ------------------------------------------------------------------ derived
+    @param.depends("filters", watch=True)
+    def _on_filters(self) -> None:
+        self._update_masks()
+
+    @param.depends("checkpoint", watch=True)
+    def _on_checkpoint(self) -> None:
+        if self.data is not None and any(self.data.attribute(f).source == CHECKPOINT for f in self.filters):
+            self._update_masks()
+
+    @param.depends("selection", watch=True)
+    def _on_selection(self) -> None:
+        self._update_masks(filters_changed=False)
+
+    def _update_masks(self, filters_changed: bool = True) -> None:
+        data = self.data
+        n = 0 if data is None else data.n
+        selection = self.selection
+        if selection is not None and (selection.dtype != np.bool_ or selection.shape != (n,)):
+            raise ValueError(f"selection: expected a boolean mask of shape ({n},), got {selection.dtype} "
+                             f"{selection.shape}")
+        filtered = self.filtered
+        if filters_changed:
+            filtered = masks.filter_mask(*self.resolved_filters()) if data is not None and self.filters else None
+        mask = masks.combine(filtered, selection)
+        with param.parameterized.edit_constant(self), param.parameterized.batch_call_watchers(self):
+            self.param.update(
+                n_total=n,
+                n_filtered=masks.count(filtered, n),
+                n_selected=masks.count(mask, n),
+                has_selection=selection is not None,
+            )
+            if filters_changed:
+                self.param.update(filtered=filtered, filtered_rev=self.filtered_rev + 1)
+            self.param.update(mask=mask, mask_rev=self.mask_rev + 1)
+
+    def rows(self) -> np.ndarray:
+        """Indices of the rows in ``mask`` (all rows when nothing is filtered or selected); computed once per mask.
+
+        Every plot and the table take their rows from here, so a brush scans the 10M-row mask once.
+        """
+        cached = self._rows
+        if cached is not None and cached[0] == self.mask_rev:
+            return cached[1]
+        rows = np.arange(self.n_total, dtype=np.int64) if self.mask is None else np.flatnonzero(self.mask)
+        rows.flags.writeable = False
+        self._rows = (self.mask_rev, rows)
+        return rows
+
+    def counts_text(self) -> str:
+        return (f"**{self.n_selected:,}** selected · {self.n_filtered:,} after filters · "
+                f"{self.n_total:,} examples")
+
+
+def _missing_message(data: RunData) -> str:
+    """Say what the run lacks and which command produces it (the app shows whatever exists)."""
+    notes = []
+    if not any(data.projection_choices().values()):
+        notes.append("No projections yet: run `t3vis project RUN` (after `t3vis pipeline RUN`) to add them.")
+    if not data.has_dynamics:
+        notes.append("No training dynamics, so no data map: train with the t3vis recorder "
+                     "(`t3vis train` / `t3vis demo`).")
+    if not data.checkpoints:
+        notes.append("No checkpoints yet: train or run `t3vis pipeline RUN`.")
+    return " ".join(notes)

@@ -1,0 +1,161 @@
+"""The data table: the rows in the state's mask, one page at a time, sorted server-side.
+
+Tabulator only ever receives one page (``page_size`` rows): handing it millions of rows costs seconds per
+update. Paging and sorting happen here over the mask (``data.page_order`` partitions instead of sorting all
+rows); text is read only for the page. Clicking a row sets ``state.example`` for the instance view.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pandas as pd
+import panel as pn
+import param
+
+from .data import CATEGORICAL, page_order
+from .state import ExplorerState
+
+#: Columns the table shows, in order, when the run has them.
+TABLE_COLUMNS = ("text", "label", "pred", "loss", "confidence", "variability", "mislabel", "split")
+#: At most this many rows go into a CSV export (the file says so when it is cut).
+EXPORT_MAX_ROWS = 1_000_000
+EXPORT_CHUNK_ROWS = 50_000
+
+
+class DataTable(pn.viewable.Viewer):
+    """Paged, sortable table of the selected (and filtered) examples, with CSV export."""
+
+    state = param.ClassSelector(class_=ExplorerState)
+    page = param.Integer(default=1, bounds=(1, None), doc="Current page, 1-based.")
+    page_size = param.Integer(default=20, bounds=(1, 500))
+    sort_by = param.String(default=None, allow_None=True, doc="Column to sort by; None = example order.")
+    ascending = param.Boolean(default=True)
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.table = pn.widgets.Tabulator(
+            pd.DataFrame(), pagination=None, disabled=True, selectable=False, show_index=True,
+            sizing_mode="stretch_width", height=480, layout="fit_data_table",
+            widths={"text": 420}, sortable={"text": False},
+            configuration={"columnDefaults": {"headerTooltip": True}})
+        self.table.on_click(self._on_click)
+        self.table.param.watch(self._on_sorters, "sorters")
+        self._prev = pn.widgets.Button(label="◀", width=45, disabled=True)
+        self._next = pn.widgets.Button(label="▶", width=45, disabled=True)
+        self._prev.on_click(lambda e: self._step(-1))
+        self._next.on_click(lambda e: self._step(+1))
+        self._info = pn.pane.Markdown("", margin=(5, 10))
+        self.download = pn.widgets.FileDownload(callback=self.csv, filename="t3vis-selection.csv",
+                                                label="Export CSV", color="primary", width=140)
+        self._total = 0
+        self.refresh()
+
+    def __panel__(self):
+        return pn.Column(pn.Row(self._prev, self._next, self._info, pn.layout.HSpacer(), self.download),
+                         self.table, sizing_mode="stretch_width")
+
+    # ------------------------------------------------------------------ data
+    def columns(self) -> list[str]:
+        data = self.state.data
+        if data is None:
+            return []
+        return [c for c in TABLE_COLUMNS if c == "text" or c in data.attributes]
+
+    def page_rows(self) -> np.ndarray:
+        """Example indices on the current page, in display order."""
+        state = self.state
+        if state.data is None:
+            return np.zeros(0, dtype=np.int64)
+        start = (self.page - 1) * self.page_size
+        stop = start + self.page_size
+        if state.mask is None and self.sort_by is None:  # no need to list every row of a 10M run
+            return np.arange(start, min(stop, state.n_total), dtype=np.int64)
+        rows = state.rows()
+        values = None
+        if self.sort_by is not None:
+            values = state.data.values(self.sort_by, state.checkpoint)
+        return page_order(values, rows, start, stop, self.ascending)
+
+    def page_frame(self) -> pd.DataFrame:
+        data = self.state.data
+        if data is None:
+            return pd.DataFrame()
+        return data.rows(self.page_rows(), self.columns(), self.state.checkpoint)
+
+    @param.depends("state.mask_rev", "state.run", watch=True)
+    def _on_mask(self) -> None:
+        if self.page != 1:
+            self.page = 1  # triggers refresh
+        else:
+            self.refresh()
+
+    @param.depends("page", "page_size", "sort_by", "ascending", "state.checkpoint", watch=True)
+    def refresh(self) -> None:
+        state = self.state
+        self._total = state.n_selected if state.data is not None else 0
+        pages = max(1, math.ceil(self._total / self.page_size))
+        if self.page > pages:
+            self.page = pages
+            return
+        frame = self.page_frame()
+        data = state.data
+        if data is not None:
+            self.table.titles = {c: data.attributes[c].label if c in data.attributes else c for c in frame.columns}
+        self.table.value = frame
+        first = (self.page - 1) * self.page_size + 1 if self._total else 0
+        last = min(self.page * self.page_size, self._total)
+        order = f" · sorted by {self.sort_by} {'↑' if self.ascending else '↓'}" if self.sort_by else ""
+        self._info.object = f"rows {first:,}–{last:,} of {self._total:,}{order}"
+        self._prev.disabled = self.page <= 1
+        self._next.disabled = self.page >= pages
+
+    def _step(self, delta: int) -> None:
+        self.page = max(1, self.page + delta)
+
+    def _on_sorters(self, event) -> None:
+        """A header click sorts all selected rows (not just the page): map Tabulator's sorter to ours."""
+        sorters = [s for s in (event.new or []) if s.get("field") not in ("text",)]
+        if not sorters:
+            self.param.update(sort_by=None, ascending=True, page=1)
+            return
+        field = sorters[0]["field"]
+        field = None if field in ("row", "index") else field
+        self.param.update(sort_by=field, ascending=sorters[0].get("dir", "asc") == "asc", page=1)
+
+    def _on_click(self, event) -> None:
+        if event.row is None or self.table.value is None or not len(self.table.value):
+            return
+        self.state.example = int(self.table.value.index[event.row])
+
+    # ------------------------------------------------------------------ export
+    def csv(self) -> io.StringIO:
+        """The selected rows (full text), in the table's order, as CSV; at most ``EXPORT_MAX_ROWS`` rows."""
+        state = self.state
+        out = io.StringIO()
+        if state.data is None:
+            return out
+        rows = state.rows()
+        if self.sort_by is not None:
+            rows = page_order(state.data.values(self.sort_by, state.checkpoint), rows, 0, len(rows), self.ascending)
+        cut = len(rows) > EXPORT_MAX_ROWS
+        rows = rows[:EXPORT_MAX_ROWS]
+        columns = self.columns()
+        for i in range(0, max(1, len(rows)), EXPORT_CHUNK_ROWS):
+            frame = state.data.rows(rows[i:i + EXPORT_CHUNK_ROWS], columns, state.checkpoint, text_chars=None)
+            frame = _decoded(frame, state)
+            frame.to_csv(out, header=i == 0)
+        if cut:
+            out.write(f"# cut at {EXPORT_MAX_ROWS:,} of {state.n_selected:,} selected rows\n")
+        out.seek(0)
+        return out
+
+
+def _decoded(frame: pd.DataFrame, state: ExplorerState) -> pd.DataFrame:
+    """Categorical columns as their names (CSV readers should not need the codes)."""
+    for col in frame.columns:
+        if col in state.data.attributes and state.data.attributes[col].kind == CATEGORICAL:
+            frame[col] = frame[col].astype(str)
+    return frame

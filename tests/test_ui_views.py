@@ -1,0 +1,216 @@
+"""The explorer's views headless: real BoundsXY/Lasso stream events, rendered plots, table paging and CSV export.
+
+Sessions are rendered into Bokeh Documents (as a served page is), so stream events run the server's code path.
+"""
+
+from __future__ import annotations
+
+import io
+
+import holoviews as hv
+import numpy as np
+import pandas as pd
+import pytest
+from bokeh.document import Document
+from matplotlib.path import Path as MplPath
+from panel.io.state import set_curdoc
+from ui_fixtures import *  # noqa: F403
+
+from t3vis.ui.data import run_data
+from t3vis.ui.explorer import Explorer
+
+
+def render(explorer: Explorer) -> Document:
+    doc = Document()
+    doc.add_root(explorer.__panel__().get_root(doc))
+    return doc
+
+
+def front_count(plot) -> int:
+    """Points the rendered highlight layer aggregates (the rasterized image, summed)."""
+    element = plot._front_layer[()]
+    return int(sum(np.nansum(element.dimension_values(vd)) for vd in element.vdims))
+
+
+@pytest.fixture
+def explorer(small_run):
+    e = Explorer(small_run)
+    e.doc = render(e)
+    return e
+
+
+def test_box_brush_sets_mask_and_highlights_every_plot(explorer):
+    state, plots = explorer.state, explorer.projection.plots
+    assert set(plots) == {"a", "datamap"}
+    a = plots["a"]
+    x, y = state.data.xy(a.spec)
+    bounds = (float(np.percentile(x, 20)), float(np.percentile(y, 20)), float(np.percentile(x, 70)),
+              float(np.percentile(y, 60)))
+    with set_curdoc(explorer.doc):
+        a.box.event(bounds=bounds)
+    expect = (x >= bounds[0]) & (x <= bounds[2]) & (y >= bounds[1]) & (y <= bounds[3])
+    np.testing.assert_array_equal(state.mask, expect)
+    assert state.n_selected == expect.sum() > 0
+    assert front_count(a) == expect.sum()  # the highlight is exactly the selection...
+    assert front_count(plots["datamap"]) == expect.sum()  # ...in the other plot too
+    assert f"**{expect.sum():,}** selected" in explorer.counts.object
+    page = explorer.table.table.value
+    np.testing.assert_array_equal(page.index.to_numpy(), np.flatnonzero(expect)[:20])
+
+
+def test_lasso_brush_on_the_data_map(explorer):
+    state = explorer.state
+    dm = explorer.projection.plots["datamap"]
+    x, y = state.data.xy(dm.spec)
+    poly = np.array([[0.02, 0.0], [0.25, 0.05], [0.2, 0.5], [0.05, 0.35]])
+    with set_curdoc(explorer.doc):
+        dm.lasso.event(geometry=poly)
+    expect = MplPath(poly).contains_points(np.c_[x, y])
+    np.testing.assert_array_equal(state.mask, expect)
+    assert front_count(explorer.projection.plots["a"]) == expect.sum() > 0
+
+
+def test_filters_combine_with_the_brush_in_plots_and_table(explorer):
+    state = explorer.state
+    a = explorer.projection.plots["a"]
+    x, y = state.data.xy(a.spec)
+    state.set_filter("label", ["business", "politics"])
+    with set_curdoc(explorer.doc):
+        a.box.event(bounds=(float(x.min()), float(np.median(y)), float(x.max()), float(y.max())))
+    expect = np.isin(state.data.values("label"), [0, 2]) & (y >= np.median(y))
+    np.testing.assert_array_equal(state.mask, expect)
+    assert front_count(a) == expect.sum()
+    assert explorer.table._total == expect.sum()
+    assert set(explorer.table.table.value["label"].astype(str)) <= {"business", "politics"}
+
+
+def test_comparison_plots_share_one_selection(explorer):
+    state = explorer.state
+    state.param.update(compare=True, checkpoint_b=state.data.checkpoints[0], method_b="pca")
+    plots = explorer.projection.plots
+    assert set(plots) == {"a", "b", "datamap"}
+    assert plots["b"].spec.checkpoint == state.data.checkpoints[0] and plots["b"].spec.method == "pca"
+    b = plots["b"]
+    x, y = state.data.xy(b.spec)
+    bounds = (float(np.percentile(x, 10)), float(np.percentile(y, 30)), float(np.percentile(x, 50)),
+              float(np.percentile(y, 90)))
+    with set_curdoc(explorer.doc):
+        b.box.event(bounds=bounds)
+    expect = (x >= bounds[0]) & (x <= bounds[2]) & (y >= bounds[1]) & (y <= bounds[3])
+    np.testing.assert_array_equal(state.mask, expect)
+    assert front_count(plots["a"]) == front_count(b) == expect.sum()
+    layout = explorer.projection._projection.object
+    assert isinstance(layout, hv.Layout) and len(layout) == 2
+    state.link_axes = True
+    assert explorer.projection._projection.object.opts.get().kwargs.get("shared_axes") is True
+
+
+def test_table_pages_sorts_exports_and_picks_an_example(explorer):
+    state, table = explorer.state, explorer.table
+    a = explorer.projection.plots["a"]
+    x, y = state.data.xy(a.spec)
+    with set_curdoc(explorer.doc):
+        a.box.event(bounds=(float(np.percentile(x, 5)), float(y.min()), float(np.percentile(x, 80)), float(y.max())))
+    rows = np.flatnonzero(state.mask)
+    table._step(+1)
+    np.testing.assert_array_equal(table.table.value.index.to_numpy(), rows[20:40])
+    # header click on "loss" descending: sorts all selected rows, not just the page
+    table.table.sorters = [{"field": "loss", "dir": "desc"}]
+    loss = state.data.values("loss", state.checkpoint)
+    order = rows[np.lexsort((rows, -loss[rows]))]
+    np.testing.assert_array_equal(table.table.value.index.to_numpy(), order[:20])
+    assert table.page == 1 and len(table.table.value) == 20
+    # CSV: every selected row, in table order, full text, label names
+    csv = pd.read_csv(io.StringIO(table.csv().getvalue()), index_col="row")
+    np.testing.assert_array_equal(csv.index.to_numpy(), order)
+    texts = state.data.text(order[:5])
+    assert list(csv["text"][:5]) == list(texts)
+    assert set(csv["label"]) <= set(state.data.label_names)
+    np.testing.assert_allclose(csv["loss"].to_numpy(), loss[order], rtol=1e-5)
+    # clicking a row picks that example for the instance view
+    from panel.models.tabulator import CellClickEvent
+
+    table.table._process_event(CellClickEvent(model=None, column="text", row=3))
+    assert state.example == int(order[3])
+
+
+def test_zooming_in_far_shows_hoverable_points_with_text(explorer):
+    state = explorer.state
+    a = explorer.projection.plots["a"]
+    x, y = state.data.xy(a.spec)
+    cx, cy = float(np.median(x)), float(np.median(y))
+    x_range, y_range = (cx - 0.3, cx + 0.3), (cy - 0.3, cy + 0.3)
+    a.range_xy.event(x_range=x_range, y_range=y_range)
+    points = a._sparse(x_range, y_range)
+    inview = (x >= x_range[0]) & (x <= x_range[1]) & (y >= y_range[0]) & (y <= y_range[1])
+    assert 0 < inview.sum() <= 1500
+    np.testing.assert_array_equal(np.sort(points.dimension_values("row")), np.flatnonzero(inview))
+    row = int(points.dimension_values("row")[0])
+    assert points.dimension_values("text")[0] == state.data.text(np.array([row]))[0]
+    assert points.dimension_values("label")[0] == state.data.label_names[state.data.values("label")[row]]
+    assert len(a._sparse((x.min(), x.max()), (y.min(), y.max()))) == 0  # the full view has too many points
+    assert a.view_ranges() == (x_range, y_range)
+
+
+def test_plots_export_png_with_the_save_tool(explorer):
+    from bokeh.models import SaveTool
+
+    (plot, _), = explorer.projection._projection._plots.values()
+    assert any(isinstance(t, SaveTool) for t in plot.state.toolbar.tools)
+
+
+def test_two_sessions_keep_their_own_selection_and_filters(small_run):
+    one, two = Explorer(small_run), Explorer(small_run)
+    render(one), render(two)
+    assert one.state.data is two.state.data  # columns shared, once per process
+    a1 = one.projection.plots["a"]
+    x, y = one.state.data.xy(a1.spec)
+    a1.box.event(bounds=(float(x.min()), float(y.min()), float(np.median(x)), float(y.max())))
+    two.state.set_filter("split", ["validation"])
+    assert two.state.selection is None and two.state.n_selected == two.state.n_filtered < SMALL_N  # noqa: F405
+    assert one.state.filters == {} and one.state.n_selected == (x <= np.median(x)).sum()
+    assert two.table._total == two.state.n_filtered and one.table._total == one.state.n_selected
+
+
+def test_replaced_plots_stop_following_the_state(explorer):
+    old = explorer.projection.plots["a"]
+    explorer.state.color_by = "loss"
+    continuous = explorer.projection.plots["a"]
+    assert continuous is not old and not old._watching  # the replaced plot no longer watches the state
+    assert continuous.clim == run_data(explorer.state.run).value_range("loss", explorer.state.checkpoint)
+    assert isinstance(continuous._front_layer[()], hv.Image)  # mean of loss per pixel, with a colorbar
+    explorer.state.color_by = "split"
+    new = explorer.projection.plots["a"]
+    assert new.categorical and list(new.key) == ["train", "validation"]
+    assert "split" in explorer.projection._legend.object
+    n_before = explorer.state.mask_rev
+    explorer.state.selection = np.ones(explorer.state.n_total, dtype=bool)
+    assert explorer.state.mask_rev == n_before + 1
+    assert front_count(new) == explorer.state.n_total
+
+
+def test_page_explains_bad_runs_and_keeps_serving(broken_runs_dir):
+    e = Explorer(runs_dir=broken_runs_dir, run_name="empty")
+    assert e.error.visible and "empty" in e.error.object and e.state.run is None
+    assert not e.open_run("corrupt") and "corrupt" in e.error.object
+    assert not e.open_run("future") and "schema_version" in e.error.object
+    assert not e.open_run("../outside") and "outside the runs directory" in e.error.object
+    assert e.open_run("good") and not e.error.visible and e.state.n_total == SMALL_N  # noqa: F405
+    assert not e.open_run("corrupt") and e.state.run.name == e.state.data.run.name  # still on the good run
+    assert e.picker.options == ["corrupt", "empty", "future", "good"]
+
+
+def test_empty_runs_dir_offers_the_demo(tmp_path):
+    e = Explorer(runs_dir=tmp_path)
+    render(e)
+    assert e.demo.layout.visible and "Build the demo run" == e.demo.button.label
+    assert e.state.run is None and not e.projection.plots
+
+
+def test_bare_run_shows_what_exists(runs_dir):
+    e = Explorer(runs_dir=runs_dir, run_name="bare")
+    render(e)
+    assert not e.error.visible and e.state.n_total == 500
+    assert not e.projection.plots and e.projection._notes.visible
+    assert "t3vis project" in e.projection._notes.object
+    assert len(e.table.table.value) == 20 and "loss" in e.table.table.value.columns
