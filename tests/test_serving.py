@@ -113,15 +113,23 @@ def test_missing_weights_give_a_clear_message(tmp_path, run_path):
     assert server_for_checkpoint(checkpoint).name == get_server(checkpoint.weights_path).name
 
 
-def test_workers_run_torch_single_threaded():
-    before = torch.get_num_threads()
-    assert serving.submit(torch.get_num_threads).result() == 1
-    assert torch.get_num_threads() == before
-    started_later = []
-    thread = threading.Thread(target=lambda: started_later.append(torch.get_num_threads()))
+def _threads_seen_by_a_new_thread() -> int:
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
     thread.start()
     thread.join()
-    assert started_later == [before]  # the workers' setting does not leak to threads started afterwards
+    return seen[0]
+
+
+def test_workers_run_torch_single_threaded():
+    before = torch.get_num_threads()
+    new_thread_default = _threads_seen_by_a_new_thread()  # other code in this process may have changed it
+    serving.pool().shutdown()
+    serving._POOL = None  # a fresh pool, so its initializer runs in this test
+    assert serving.submit(torch.get_num_threads).result() == 1
+    assert torch.get_num_threads() == before
+    # the workers' setting does not leak to threads started afterwards
+    assert _threads_seen_by_a_new_thread() == new_thread_default
 
 
 def test_encode_truncates_long_text_and_keeps_offsets(server):

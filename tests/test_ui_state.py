@@ -234,3 +234,10 @@ def test_runs_directory_listing_and_refusals(broken_runs_dir, monkeypatch):
     assert app_runs_dir(["--runs-dir", str(broken_runs_dir)]) == broken_runs_dir.resolve()
     monkeypatch.setenv("T3VIS_RUNS_DIR", str(broken_runs_dir / "good"))
     assert app_runs_dir([]) == (broken_runs_dir / "good").resolve()
+
+
+def test_state_saliency_methods_are_the_library_methods():
+    from t3vis.analysis.saliency import METHODS
+    from t3vis.ui.state import SALIENCY_METHODS
+
+    assert list(SALIENCY_METHODS) == list(METHODS)

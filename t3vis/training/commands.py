@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 from .demo import TrainConfig
@@ -132,21 +131,3 @@ def register(subparsers) -> None:
                    help="bf16 autocast (default auto: where the hardware is fast at it)")
     _common(p, defaults, noise=0.0)
     p.set_defaults(func=cmd_train)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run one of these subcommands on its own (the ``t3vis`` CLI wires them in through ``register``)."""
-    from ..errors import T3VisError
-
-    parser = argparse.ArgumentParser(prog="t3vis")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except T3VisError as exc:
-        print(f"t3vis: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

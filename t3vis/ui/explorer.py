@@ -6,7 +6,6 @@ per browser session over a runs directory (``Explorer(runs_dir=...)``), where ru
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import threading
@@ -22,6 +21,8 @@ from ..errors import T3VisError
 from ..paths import DEMO_RUN_NAME
 from ..store import Run, validate
 from .filters import FilterPanel
+from .heads import HeadView
+from .instance import InstanceView
 from .projection import ProjectionView
 from .runs import default_run, is_run, list_runs, resolve_run
 from .state import ExplorerState
@@ -31,23 +32,8 @@ log = logging.getLogger(__name__)
 
 #: Part 2's views plug in here: tab title -> "module:Class", built as ``Class(state=state)`` (a Viewer reading
 #: and writing the shared ``ExplorerState``). A missing module shows a placeholder instead.
-EXTRA_VIEWS = {
-    "Instance": "t3vis.ui.instance:InstanceView",
-    "Attention heads": "t3vis.ui.heads:HeadView",
-}
 HELP = ("Drag a box (or lasso) on any plot to select; the selection shows in every plot and the table. "
         "Wheel to zoom; zoom far in to hover single examples. The toolbar's save button exports a plot as PNG.")
-
-
-def _extra_view(title: str, target: str, state: ExplorerState):
-    module, cls = target.split(":")
-    try:
-        view_cls = getattr(importlib.import_module(module), cls)
-    except ModuleNotFoundError as exc:
-        if exc.name != module:
-            raise
-        return pn.pane.Markdown(f"*{title} view: not available yet (`{module}`).*")
-    return view_cls(state=state)
 
 
 class DemoOffer(pn.viewable.Viewer):
@@ -128,7 +114,9 @@ class Explorer(pn.viewable.Viewer):
         self.projection = ProjectionView(state=self.state)
         self.table = DataTable(state=self.state)
         self.filters = FilterPanel(state=self.state)
-        self.extra = {title: _extra_view(title, target, self.state) for title, target in EXTRA_VIEWS.items()}
+        # side by side: a head is clicked in the grid, then a token in the instance view
+        self.heads = HeadView(state=self.state)
+        self.instance = InstanceView(state=self.state)
         self.demo = DemoOffer(runs_dir=self.runs_dir, on_done=self._demo_done) if self.runs_dir else None
         self.counts = pn.pane.Markdown("", sizing_mode="stretch_width")
         self._update_counts()
@@ -211,7 +199,9 @@ class Explorer(pn.viewable.Viewer):
 
     # ------------------------------------------------------------------ layout
     def main_area(self) -> list:
-        tabs = pmui.Tabs(("Examples", self.table), *self.extra.items(), sizing_mode="stretch_width")
+        model_tab = pn.Row(self.instance, self.heads, sizing_mode="stretch_width")
+        tabs = pmui.Tabs(("Examples", self.table), ("Instance and attention heads", model_tab),
+                         sizing_mode="stretch_width")
         objects = [self.error]
         if self.demo is not None:
             objects.append(self.demo)

@@ -22,7 +22,7 @@ from PIL import Image
 
 from ..errors import StoreError, T3VisError
 from ..models.serving import normalize_pruned
-from .instance import ATTENTION, ClickableHTML, head_name, prepare_state, pruned_json, session_model
+from .instance import ATTENTION, ClickableHTML, head_name, pruned_json, session_model
 from .state import ExplorerState
 
 #: Largest side of a head's pattern thumbnail (a longer matrix is block-averaged down to this).
@@ -141,7 +141,6 @@ class HeadView(pn.viewable.Viewer):
 
     def __init__(self, state: ExplorerState, **params):
         super().__init__(state=state, **params)
-        prepare_state(state)
         self.model = session_model(state)
         self._generation = 0
         self._values: tuple | None = None  # (kind, array) last computed

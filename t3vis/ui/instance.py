@@ -24,7 +24,6 @@ import panel as pn
 import param
 from panel.custom import JSComponent
 
-from ..analysis.saliency import METHODS
 from ..errors import T3VisError
 from ..models import serving
 from ..models.serving import Encoding, Forward, ModelServer, acall, normalize_pruned, prediction_change
@@ -386,13 +385,6 @@ def session_model(state: ExplorerState) -> SessionModel:
     return model
 
 
-def prepare_state(state: ExplorerState) -> None:
-    """Offer, on this session's state, the saliency methods :func:`t3vis.analysis.saliency.saliency` implements."""
-    state.param.saliency_method.objects = list(METHODS)
-    if state.saliency_method not in METHODS:
-        state.saliency_method = METHODS[0]
-
-
 # ---------------------------------------------------------------------------------------------------- the view
 @dataclass
 class _Shown:
@@ -417,7 +409,6 @@ class InstanceView(pn.viewable.Viewer):
 
     def __init__(self, state: ExplorerState, **params):
         super().__init__(state=state, **params)
-        prepare_state(state)
         self.model = session_model(state)
         self._generation = 0
         self._shown: _Shown | None = None

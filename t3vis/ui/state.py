@@ -16,7 +16,7 @@ from . import masks
 from .data import CATEGORICAL, CHECKPOINT, PlotSpec, RunData, run_data
 
 #: Saliency methods the instance view offers (part 2 may extend ``ExplorerState.param.saliency_method.objects``).
-SALIENCY_METHODS = ["gradient", "input_x_gradient", "integrated_gradients"]
+SALIENCY_METHODS = ["grad_x_input", "integrated_gradients", "lrp"]  # t3vis.analysis.saliency.METHODS (no torch import here)
 #: Default colouring, first one the run has.
 DEFAULT_COLOR_BY = ("label", "pred", "confidence")
 
