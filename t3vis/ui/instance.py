@@ -377,6 +377,11 @@ class SessionModel:
 _SESSIONS: "weakref.WeakKeyDictionary[ExplorerState, SessionModel]" = weakref.WeakKeyDictionary()
 
 
+#: A readable warning box (Panel's Alert pane loses its contrast under the Material theme).
+NOTICE_STYLE = {"background": "#fff4e5", "color": "#5f2b00", "border-left": "4px solid #ed6c02",
+                "padding": "0 10px", "border-radius": "4px"}
+
+
 def session_model(state: ExplorerState) -> SessionModel:
     """The `SessionModel` of a session state (one per state object, shared by its views)."""
     model = _SESSIONS.get(state)
@@ -414,7 +419,8 @@ class InstanceView(pn.viewable.Viewer):
         self._shown: _Shown | None = None
         self._header = pn.pane.Markdown("", sizing_mode="stretch_width", margin=(0, 5))
         self._message = pn.pane.Alert("", alert_type="warning", visible=False, sizing_mode="stretch_width")
-        self._notice = pn.pane.Alert("", alert_type="info", visible=False, sizing_mode="stretch_width")
+        self._notice = pn.pane.Markdown("", visible=False, sizing_mode="stretch_width", margin=(4, 5),
+                                        styles=NOTICE_STYLE)
         self._pruning = pn.pane.Markdown("", visible=False, sizing_mode="stretch_width", margin=(0, 5))
         self._classes = ClickableHTML(on_click=self._on_click)
         self._legend = pn.pane.Markdown("", sizing_mode="stretch_width", margin=(0, 5))
