@@ -48,6 +48,22 @@ def brush(page, explorer, start, stop, attempts=4):
     raise AssertionError("the brush never reached the server")
 
 
+#: Sum of each image in the page's Bokeh documents (the rasterized layers as the browser holds them).
+IMAGE_SUMS = """() => {
+  const sums = [];
+  for (const doc of Bokeh.documents) {
+    for (const model of doc.all_models) {
+      const image = model.data instanceof Map ? model.data.get("image") : model.data?.image;
+      if (!image || !image.length) continue;
+      let total = 0;
+      for (const value of image[0]) if (!Number.isNaN(value)) total += value;
+      sums.push(total);
+    }
+  }
+  return sums;
+}"""
+
+
 def shows_count(page, n: int) -> bool:
     pager = page.get_by_text(re.compile(r"rows \d[\d,]*–\d[\d,]* of \d[\d,]*"))
     counts = page.get_by_text(re.compile(r"selected ·"))
@@ -83,6 +99,8 @@ def test_brush_in_the_browser_fills_table_and_sessions_stay_apart(runs_dir, chro
         raise
     n = one.state.n_selected
     assert 0 < n < SMALL_N  # noqa: F405
+    # the highlight layers of the projection and the data map, as the browser holds them, count the selection
+    wait_for(lambda: first.evaluate(IMAGE_SUMS).count(n) == 2, timeout=30)
     # the table now lists selected examples only
     first_row = int(one.table.table.value.index[0])
     assert one.state.mask[first_row]

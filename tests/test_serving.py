@@ -8,6 +8,7 @@ zeroing value weights in test_models.py), a finite-difference derivative for hea
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,10 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from t3vis.analysis.saliency import saliency
-from t3vis.errors import ModelError
+from t3vis.errors import ModelError, T3VisError
 from t3vis.models import gates_from_pruned, head_gates, load_checkpoint, serving
 from t3vis.models.serving import ModelServer, get_server, prediction_change, run_max_length, server_for_checkpoint
-from t3vis.store import Run
+from t3vis.store import Run, RunWriter
 from tests.fixtures import make_tiny_run, tiny_texts
 
 torch.set_num_threads(1)
@@ -169,6 +170,69 @@ def test_predict_matches_single_forward_passes_and_caches(weights, reference):
     change = prediction_change(unpruned, got)
     assert change["n"] == 20 and change["flipped"] == int((unpruned.pred != got.pred).sum())
     assert change["loss_change"] == pytest.approx(float(loss.mean() - unpruned.loss.mean()), abs=1e-5)
+
+
+def test_needs_recheck_flags_changed_predictions_and_near_ties():
+    stored = np.array([[3.0, 1.0, 0.0],    # clear class 0, pruned agrees: stored value is trusted
+                       [3.0, 1.0, 0.0],    # pruned says 1: re-check
+                       [3.0, 2.95, 0.0],   # margin 0.05 <= 2 * 3 % of 3: a near tie, re-check
+                       [-3.0, -1.0, 0.0]])  # clear class 2 by a margin of 1 (> 0.18): trusted
+    got = serving.needs_recheck(stored, np.array([0, 1, 0, 2]))
+    np.testing.assert_array_equal(got, [False, True, True, False])
+
+
+def test_stored_logits_stand_in_for_the_unpruned_pass(weights, reference):
+    server = ModelServer(*load_checkpoint(weights), name="stored-baseline", batch_autocast=False)
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 3, 20)
+    texts = tiny_texts(20, labels, ["business", "sport", "tech"], rng)
+    exact_before = np.stack([direct_logits(reference, t) for t in texts])
+    # two heads whose pruning changes some prediction here (no single head does in this confident tiny model)
+    pruned, exact_after = next((pair, after) for pair in itertools.combinations([(0, h) for h in range(4)]
+                                                                                + [(1, h) for h in range(4)], 2)
+                               for after in [np.stack([direct_logits(reference, t, pair) for t in texts])]
+                               if (after.argmax(1) != exact_before.argmax(1)).any())
+    after_pred = exact_after.argmax(1)
+    flip = int(np.flatnonzero(exact_before.argmax(1) != after_pred)[0])
+    # stored logits: the true ones scaled (same predictions, other losses, so their use shows), except that
+    # "rounding" turned the flipped example into a near tie on the pruned model's side (so the stored prediction
+    # wrongly agrees with it), and row `other` has a wrong stored prediction that disagrees with the pruned one
+    stored = 2 * exact_before
+    top = stored[flip].max()
+    stored[flip, after_pred[flip]] = top + 1e-3
+    other = (flip + 1) % 20
+    stored[other, (after_pred[other] + 1) % 3] = stored[other].max() + 5
+    calls = []
+    before, after = asyncio.run(server.apredict_pruning(texts, labels, pruned, stored_logits=stored,
+                                                        progress=lambda d, n: calls.append((d, n))))
+    np.testing.assert_allclose(after.logits, exact_after, rtol=1e-4, atol=1e-5)
+    rechecked = serving.needs_recheck(stored, after.pred)
+    assert rechecked[[flip, other]].all() and not rechecked.all()
+    np.testing.assert_array_equal(before.logits[~rechecked], stored[~rechecked])
+    np.testing.assert_allclose(before.logits[rechecked], exact_before[rechecked], rtol=1e-4, atol=1e-5)
+    assert prediction_change(before, after)["flipped"] == int((exact_before.argmax(1) != after_pred).sum())
+    assert calls[-1] == (20, 20)  # one pass over the selection, not two
+
+    # without stored logits both passes run, and progress counts both
+    calls.clear()
+    before, _ = asyncio.run(server.apredict_pruning(texts, labels, pruned, progress=lambda d, n: calls.append((d, n))))
+    np.testing.assert_allclose(before.logits, exact_before, rtol=1e-4, atol=1e-5)
+    assert calls[-1] == (40, 40)
+    with pytest.raises(T3VisError, match="stored logits"):
+        asyncio.run(server.apredict_pruning(texts, labels, pruned, stored_logits=stored[:3]))
+
+
+def test_extracted_logits_only_at_the_same_truncation(tmp_path):
+    run_path = make_tiny_run(tmp_path, n=10, checkpoints=1)
+    checkpoint = Run(str(run_path)).checkpoint("epoch-0")
+    assert serving.extracted_logits(checkpoint, [1, 2], 64) is None  # nothing extracted yet
+    logits = np.arange(30, dtype=np.float32).reshape(10, 3)
+    writer = RunWriter(str(run_path))
+    writer.write_array("checkpoints/epoch-0/logits", logits)
+    writer.root["checkpoints/epoch-0"].attrs.update({"extract": {"max_length": 64}})
+    checkpoint = Run(str(run_path)).checkpoint("epoch-0")
+    np.testing.assert_array_equal(serving.extracted_logits(checkpoint, [7, 2], 64), logits[[7, 2]])
+    assert serving.extracted_logits(checkpoint, [7, 2], 32) is None
 
 
 def test_bf16_batches_stay_close_to_fp32(weights, server):

@@ -302,6 +302,28 @@ def test_repredict_selection_reports_the_change(run_path):
 
     assert change["loss_change"] == pytest.approx(mean_loss(after) - mean_loss(before), abs=2e-2)  # bf16 batches
     assert "**6** examples" in instance._selection.object
+    assert change["baseline"] == "fresh"  # nothing extracted in this run: both passes ran
+
+
+def test_repredict_takes_the_unpruned_side_from_the_extracted_logits(tmp_path):
+    run_path = make_tiny_run(tmp_path, n=12, checkpoints=1)
+    run = Run(str(run_path))
+    reference = np.stack([reference_logits(run_path, run.text(i)) for i in range(12)])
+    # stored at the run's truncation; doubled, so the losses show which baseline was used
+    writer = RunWriter(str(run_path))
+    writer.write_array("checkpoints/epoch-0/logits", 2 * reference)
+    writer.root["checkpoints/epoch-0"].attrs.update({"extract": {"max_length": 64}})
+    state, instance, heads = views(run_path)
+    heads.click("prune:1,3")
+    change = asyncio.run(instance.repredict_selection())
+    after = np.stack([reference_logits(run_path, run.text(i), ((1, 3),)) for i in range(12)])
+    flipped = reference.argmax(1) != after.argmax(1)
+    assert change["n"] == 12 and change["flipped"] == int(flipped.sum())
+    before = np.where(flipped[:, None], reference, 2 * reference)  # changed predictions are re-checked afresh
+    labels = torch.tensor(run.column("label")).long()
+    expected = torch.nn.functional.cross_entropy(torch.tensor(before), labels).item()
+    assert change["loss_before"] == pytest.approx(expected, abs=2e-2)
+    assert change["baseline"] == "extracted" and "extracted predictions" in instance._selection.object
 
 
 def test_truncated_example_shows_a_notice(long_run):

@@ -14,10 +14,12 @@ import pytest
 from bokeh.document import Document
 from matplotlib.path import Path as MplPath
 from panel.io.state import set_curdoc
+from pyviz_comms import Comm
 from ui_fixtures import *  # noqa: F403
 
 from t3vis.ui.data import run_data
 from t3vis.ui.explorer import Explorer
+from t3vis.ui.projection import compact
 
 
 def render(explorer: Explorer) -> Document:
@@ -26,10 +28,15 @@ def render(explorer: Explorer) -> Document:
     return doc
 
 
+def rendered_layer(plot, layer: str = "front"):
+    """The Bokeh source and colour mapper of one of the plot's raster layers, as rendered in the (one) page."""
+    (rendered,) = list(plot._rendered[layer])
+    return rendered.handles["source"], rendered.handles.get("color_mapper")
+
+
 def front_count(plot) -> int:
-    """Points the rendered highlight layer aggregates (the rasterized image, summed)."""
-    element = plot._front_layer[()]
-    return int(sum(np.nansum(element.dimension_values(vd)) for vd in element.vdims))
+    """Points the page's highlight layer shows (its rendered count image, summed)."""
+    return int(np.nansum(rendered_layer(plot)[0].data["image"][0]))
 
 
 @pytest.fixture
@@ -56,6 +63,96 @@ def test_box_brush_sets_mask_and_highlights_every_plot(explorer):
     assert f"**{expect.sum():,}** selected" in explorer.counts.object
     page = explorer.table.table.value
     np.testing.assert_array_equal(page.index.to_numpy(), np.flatnonzero(expect)[:20])
+
+
+def test_compact_keeps_values_in_the_smallest_dtype():
+    for top, dtype in [(0, np.uint8), (255, np.uint8), (256, np.uint16), (65_535, np.uint16), (65_536, np.uint32)]:
+        counts = np.array([[0, top], [1, 2]], dtype=np.uint32)
+        got = compact(counts)
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, counts)
+    means = np.array([0.25, np.nan, 3.5])
+    assert compact(means).dtype == np.float32
+    np.testing.assert_array_equal(compact(means), means)
+
+
+@pytest.mark.parametrize("color_by", ["label", "loss", ""])
+def test_a_brush_draws_what_holoviews_draws(small_run, color_by):
+    """A brush writes both raster layers (the highlight, and the dimmed rest it switches on) straight into the
+    page's Bokeh sources; HoloViews' own rendering of the same state (forced by a pan to the same view) must give
+    the same pixels, position and colour scale."""
+    explorer = Explorer(small_run)
+    doc = render(explorer)
+    explorer.state.color_by = color_by
+    plot = explorer.projection.plots["datamap"]
+    (x0, x1), (y0, y1) = plot.extent
+
+    def layers():
+        out = {}
+        for layer in ("front", "back"):
+            source, mapper = rendered_layer(plot, layer)
+            out[layer] = {k: np.array(v[0], dtype=float) for k, v in source.data.items()}, scale(mapper)
+        return out
+
+    with set_curdoc(doc):
+        plot.box.event(bounds=(x0, y0, (x0 + x1) / 2, (y0 + y1) / 2))
+        pushed = layers()
+        plot.range_xy.event(x_range=(x0, x1), y_range=(y0, y1))
+    drawn = layers()
+    for layer in ("front", "back"):
+        (got, got_scale), (want, want_scale) = pushed[layer], drawn[layer]
+        assert set(got) == set(want)
+        np.testing.assert_array_equal(got["image"], want["image"])
+        for key in ("x", "y", "dw", "dh"):
+            assert got[key] == pytest.approx(want[key])
+        assert got_scale == want_scale
+        assert np.isnan(want["image"]).any() == (color_by != "label")
+    total = {layer: np.nansum(drawn[layer][0]["image"]) for layer in ("front", "back")}
+    if color_by != "loss":  # counts: the highlight is the selection, the dimmed layer every example
+        assert total == {"front": explorer.state.n_selected, "back": explorer.state.n_total}
+    with set_curdoc(doc):
+        explorer.state.clear_selection()  # ends the selection: the dimmed layer is emptied again
+    assert np.nansum(rendered_layer(plot, "back")[0].data["image"][0]) == 0
+    assert np.nansum(rendered_layer(plot, "front")[0].data["image"][0]) == total["back"] or color_by == "loss"
+
+
+def scale(mapper) -> tuple:
+    """What a colour mapper maps from: its range, or for stacked categories the range of its alpha mapper."""
+    mapper = getattr(mapper, "alpha_mapper", mapper)
+    return mapper.low, mapper.high
+
+
+class RecordingComm(Comm):
+    """A notebook comm that keeps what it sends (what Jupyter would carry to the page)."""
+
+    def __init__(self):
+        super().__init__()
+        self.sent: list = []
+        self._comm = True  # "open"
+
+    def init(self):
+        pass
+
+    def send(self, data=None, metadata=None, buffers=()):
+        self.sent.append(data)
+
+    def close(self):
+        pass
+
+
+def test_in_a_notebook_a_brush_reaches_the_page_through_the_comm(small_run):
+    explorer = Explorer(small_run)
+    comm, doc = RecordingComm(), Document()
+    explorer.__panel__()._render_model(doc, comm)
+    doc.hold()  # as Panel's notebook display holds it (panel.io.notebook.render_model)
+    plot = explorer.projection.plots["a"]
+    source = rendered_layer(plot)[0]
+    (x0, x1), (y0, y1) = plot.extent
+    plot.box.event(bounds=(x0, y0, (x0 + x1) / 2, (y0 + y1) / 2))
+    assert 0 < explorer.state.n_selected < explorer.state.n_total
+    assert np.nansum(source.data["image"][0]) == explorer.state.n_selected
+    sent = " ".join(m for m in comm.sent if isinstance(m, str))
+    assert source.id in sent  # the highlight's new pixels were sent to the notebook page
 
 
 def test_lasso_brush_on_the_data_map(explorer):

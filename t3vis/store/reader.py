@@ -195,8 +195,15 @@ class Checkpoint:
             raise StoreError(f"checkpoint '{self.name}': '{name}' has not been written yet "
                              f"(have {self.arrays}; run `t3vis pipeline`)") from None
 
-    def read(self, name: str) -> np.ndarray:
-        return self.array(name)[...]
+    def read(self, name: str, rows: "slice | np.ndarray | None" = None) -> np.ndarray:
+        """Array ``name``, whole or the given rows (first axis; only their chunks are read)."""
+        arr = self.array(name)
+        if rows is None:
+            return arr[...]
+        if isinstance(rows, slice):
+            return arr[rows]
+        rows = np.asarray(rows, dtype=np.int64)
+        return arr.get_orthogonal_selection((rows,) + (slice(None),) * (arr.ndim - 1)) if len(rows) else arr[:0]
 
     def hidden(self, layer: int, pooling: str = "cls", rows: "slice | np.ndarray | None" = None) -> np.ndarray:
         """Pooled hidden states of one layer ([n, d]); reads that layer's chunks only."""

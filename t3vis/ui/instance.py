@@ -274,6 +274,8 @@ def selection_summary(change: dict, sampled_from: int | None = None) -> str:
                  f"(**{change['loss_change']:+.3f}**)")
     if "accuracy_before" in change:
         text += f" · accuracy {change['accuracy_before']:.1%} → {change['accuracy_after']:.1%}"
+    if change.get("baseline") == "extracted":
+        text += " · unpruned: the checkpoint's extracted predictions (near ties re-checked)"
     return text
 
 
@@ -621,16 +623,17 @@ class InstanceView(pn.viewable.Viewer):
         self._selection.object = f"Re-predicting {len(rows):,} examples…"
         try:
             server = await self.model.server()
-            texts = await acall(lambda: [str(t) for t in state.data.text(rows)])
-            labels = np.asarray(state.data.values("label"))[rows] if "label" in state.data.attributes else None
-            total = 2 * len(rows)
-
-            def progress(offset):
-                return lambda done, n: setattr(self._progress, "value", int(100 * (offset + done) / max(total, 1)))
-
             max_length = serving.run_max_length(state.run)
-            before = await server.apredict(texts, labels, (), max_length=max_length, progress=progress(0))
-            after = await server.apredict(texts, labels, pruned, max_length=max_length, progress=progress(len(rows)))
+            checkpoint = self.model.checkpoint()
+            texts, stored = await acall(lambda: ([str(t) for t in state.data.text(rows)],
+                                                 serving.extracted_logits(checkpoint, rows, max_length)))
+            labels = np.asarray(state.data.values("label"))[rows] if "label" in state.data.attributes else None
+
+            def progress(done, total):
+                self._progress.value = int(100 * done / max(total, 1))
+
+            before, after = await server.apredict_pruning(texts, labels, pruned, stored_logits=stored,
+                                                          max_length=max_length, progress=progress)
         except T3VisError as err:
             self._selection.object = f"Cannot re-predict: {err}"
             return None
@@ -642,6 +645,7 @@ class InstanceView(pn.viewable.Viewer):
             change["accuracy_before"] = float((before.pred == labels).mean())
             change["accuracy_after"] = float((after.pred == labels).mean())
         change["pruned"] = [list(h) for h in pruned]
+        change["baseline"] = "fresh" if stored is None else "extracted"
         self._selection.object = selection_summary(change, sampled_from)
         self.last_change = change
         return change

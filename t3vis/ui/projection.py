@@ -11,13 +11,17 @@ Each plot is an overlay of three dynamic layers over the shared, read-only colum
 
 The raster layers aggregate with datashader directly in their DynamicMap callbacks (RangeXY + PlotSize streams,
 as ``rasterize`` would): measured here, that halves the per-update overhead of HoloViews' ``rasterize``
-operation, which matters when a brush must redraw every plot within tens of milliseconds.
+operation. A brush goes further: it changes only the pixels of the *front* layer (and of the *back* one when a
+selection starts or ends), so the new aggregate is written straight into that layer's rendered Bokeh data source
+(`ScatterPlot.push`). A HoloViews update of the plot would also recompute ranges and options and make Bokeh
+re-walk the whole page's model graph: 3x the aggregation itself, per plot. HoloViews still draws every layer on
+pan, zoom, resize and filter changes, reading the current mask.
 """
 
 from __future__ import annotations
 
-import contextlib
 import html
+import weakref
 
 import colorcet
 import datashader as ds
@@ -57,19 +61,51 @@ def legend_html(title: str, key: dict[str, str]) -> str:
     return f'<div style="font-size:12px"><b>{title}</b>: {items}</div>'
 
 
-def batched():
-    """Freeze the page's Bokeh model graph while every view updates, so it is recomputed once, not per change.
-
-    (Bokeh's own ``freeze``; Panel's ``hold`` also defers messages, which lost updates when the server ran in a
-    thread beside other documents in tests.)
-    """
-    doc = pn.state.curdoc
-    models = getattr(doc, "models", None)
-    return models.freeze() if models is not None else contextlib.nullcontext()
+def update_rendered(plot, update) -> None:
+    """Apply ``update`` (a change to the Bokeh models of a rendered HoloViews ``plot``) the way Panel's HoloViews
+    pane applies plot updates: at once with the document unlocked when this thread may touch it (then pushed
+    through the comm in a notebook), else on the document's next tick."""
+    doc = plot.document
+    if plot.comm or doc is None or doc.session_context is None or pn.state._unblocked(doc):
+        with pn.io.unlocked():
+            update()
+        if plot.comm:
+            plot.push()
+    else:
+        doc.add_next_tick_callback(update)
 
 
 def _grid(agg) -> tuple:
-    return agg.coords["x"].values, agg.coords["y"].values, agg.data
+    return agg.coords["x"].values, agg.coords["y"].values, compact(agg.data)
+
+
+def compact(values: np.ndarray) -> np.ndarray:
+    """An aggregate in the smallest dtype that holds it (counts in uint8/16/32, means in float32).
+
+    A plot keeps several copies of each layer's pixels (HoloViews' frame, the Bokeh source) and sends them to the
+    browser: with ten categories a 600x400 uint32 stack is 9.6 MB, and most pixels count far fewer than 65,536.
+    """
+    if values.dtype.kind == "f":
+        return values.astype(np.float32, copy=False)
+    top = int(values.max()) if values.size else 0
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if top <= np.iinfo(dtype).max:
+            return values.astype(dtype, copy=False)
+    return values
+
+
+def glyph_data(agg, x_range, y_range, *, nodata_zero: bool = False) -> dict:
+    """The Bokeh ``image``/``image_stack`` source columns for a datashader aggregate spanning the given ranges:
+    what HoloViews' raster plots send for the same element (``tests/test_ui_views.py`` checks that they agree).
+
+    Rows run bottom to top as datashader writes them; ``nodata_zero`` turns empty pixels into NaN (transparent).
+    """
+    image = compact(agg.data)
+    if nodata_zero:
+        image = image.astype(np.float32)
+        image[image == 0] = np.nan
+    (x0, x1), (y0, y1) = x_range, y_range
+    return {"image": [image], "x": [x0], "y": [y0], "dw": [x1 - x0], "dh": [y1 - y0]}
 
 
 def _column(frame: pd.DataFrame, name: str):
@@ -99,23 +135,54 @@ class ScatterPlot:
         self.clim = data.value_range(self.color, self.color_checkpoint) if attr and not self.categorical else None
         self.legend = legend_html(attr.label, self.key) if self.categorical else ""
         self.range_xy = hv.streams.RangeXY()
+        self.size = hv.streams.PlotSize()
+        # each layer as rendered: one per page (or notebook output), held weakly (HoloViews owns them)
+        self._rendered = {"front": weakref.WeakSet(), "back": weakref.WeakSet()}
         self.element = self._overlay(ranges)
         # a stream whose source is an overlay attaches to nothing: use one layer (the plot's tools are shared)
         self.box = hv.streams.BoundsXY(source=self._front_layer)
         self.lasso = hv.streams.Lasso(source=self._front_layer)
         self.box.add_subscriber(self._on_box)
         self.lasso.add_subscriber(self._on_lasso)
+        self._mask_watcher = state.param.watch(self._on_mask, ["mask_rev", "has_selection", "filtered_rev"])
 
     # ------------------------------------------------------------------ brushing
     def _on_box(self, bounds):
         if bounds is not None:
-            with batched():
-                self.state.select_box(self.spec, bounds)
+            self.state.select_box(self.spec, bounds)
 
     def _on_lasso(self, geometry):
         if geometry is not None and len(geometry) >= 3:
-            with batched():
-                self.state.select_lasso(self.spec, geometry)
+            self.state.select_lasso(self.spec, geometry)
+
+    def _on_mask(self, *events) -> None:
+        changed = {event.name for event in events}
+        if "has_selection" in changed and "filtered_rev" not in changed:  # (a filter change redraws it anyway)
+            self.push("back")
+        if "mask_rev" in changed:
+            self.push("front")
+
+    def push(self, layer: str) -> None:
+        """Redraw ``layer`` ("front" or "back") for the current state straight into its rendered Bokeh glyphs."""
+        plots = [plot for plot in list(self._rendered[layer]) if plot.handles.get("source") is not None]
+        if not plots:
+            return
+        rows = self._front_rows() if layer == "front" else self._back_rows()
+        (x0, x1), (y0, y1), agg = self._aggregate(rows, self.range_xy.x_range, self.range_xy.y_range,
+                                                  self.size.width, self.size.height)
+        density = not self.color
+        data = glyph_data(agg, (x0, x1), (y0, y1), nodata_zero=density)
+        scale = {}
+        if density:  # the counts' range sets the colour scale, as HoloViews sets it
+            counts = agg.data[agg.data > 0]
+            scale = {"low": int(counts.min()), "high": int(counts.max())} if counts.size else {"low": 0, "high": 1}
+        for plot in plots:
+            def update(plot=plot):
+                plot.handles["source"].data = data
+                if scale and plot.handles.get("color_mapper") is not None:
+                    plot.handles["color_mapper"].update(**scale)
+
+            update_rendered(plot, update)
 
     # ------------------------------------------------------------------ layers
     def _subset(self, rows: np.ndarray | None) -> pd.DataFrame:
@@ -134,11 +201,8 @@ class ScatterPlot:
             return self.frame.iloc[:0]
         return self._subset(None if state.filtered is None else np.flatnonzero(state.filtered))
 
-    def _raster(self, frame: pd.DataFrame, x_range, y_range, width, height, template) -> hv.Element:
-        """Aggregate ``frame`` with datashader for the current view (what ``rasterize`` does, minus its overhead).
-
-        The element reuses ``template``'s id, so it carries the layer's options without per-update option work.
-        """
+    def _aggregate(self, frame: pd.DataFrame, x_range, y_range, width, height) -> tuple:
+        """``(x_range, y_range, agg)``: ``frame`` aggregated with datashader for the given view."""
         (x0, x1), (y0, y1) = x_range or self.extent[0], y_range or self.extent[1]
         if not x1 > x0:
             x0, x1 = x0 - 0.5, x0 + 0.5
@@ -146,29 +210,47 @@ class ScatterPlot:
             y0, y1 = y0 - 0.5, y0 + 0.5
         canvas = ds.Canvas(plot_width=max(2, int(width or 600)), plot_height=max(2, int(height or 400)),
                            x_range=(x0, x1), y_range=(y0, y1))
+        if self.categorical:
+            reduction = ds.count_cat(self.color)
+        else:
+            reduction = ds.mean(self.color) if self.color else ds.count()
+        return (x0, x1), (y0, y1), canvas.points(frame, "x", "y", reduction)
+
+    def _raster(self, frame: pd.DataFrame, x_range, y_range, width, height, template) -> hv.Element:
+        """Aggregate ``frame`` with datashader for the current view (what ``rasterize`` does, minus its overhead).
+
+        The element reuses ``template``'s id, so it carries the layer's options without per-update option work.
+        """
+        agg = self._aggregate(frame, x_range, y_range, width, height)[2]
         # (xs, ys, array) tuples: the grid interface computes ranges several times faster than xarray's
         if self.categorical:
-            agg = canvas.points(frame, "x", "y", ds.count_cat(self.color))
             return hv.ImageStack(_grid(agg), kdims=["x", "y"], vdims=list(self.key), id=template.id)
         if self.color:
-            agg = canvas.points(frame, "x", "y", ds.mean(self.color))
             return hv.Image(_grid(agg), kdims=["x", "y"], vdims=[self.color], id=template.id)
-        agg = canvas.points(frame, "x", "y", ds.count())
         return hv.Image(_grid(agg), kdims=["x", "y"], vdims=[hv.Dimension("count", nodata=0)], id=template.id)
 
-    def _template(self, alpha: float, colorbar: bool) -> hv.Element:
+    def _template(self, alpha: float, colorbar: bool, hooks=()) -> hv.Element:
         """An element holding one layer's options (datashaded layers share them by id)."""
         if self.categorical:
             return hv.ImageStack(np.zeros((2, 2, len(self.key))), kdims=["x", "y"], vdims=list(self.key)).opts(
-                cmap=self.key, alpha=alpha, tools=PLOT_TOOLS)
+                cmap=self.key, alpha=alpha, tools=PLOT_TOOLS, hooks=list(hooks))
         if self.color:
             return hv.Image(np.zeros((2, 2)), kdims=["x", "y"], vdims=[self.color]).opts(
                 cmap=CONTINUOUS_CMAP, clim=self.clim, colorbar=colorbar, alpha=alpha, tools=PLOT_TOOLS,
-                clabel=self.color, clipping_colors={"NaN": "transparent"})
+                clabel=self.color, clipping_colors={"NaN": "transparent"}, hooks=list(hooks))
         return hv.Image(np.zeros((2, 2)), kdims=["x", "y"], vdims=[hv.Dimension("count", nodata=0)]).opts(
-            cmap=DENSITY_CMAP, cnorm="eq_hist", alpha=alpha, tools=PLOT_TOOLS)
+            cmap=DENSITY_CMAP, cnorm="eq_hist", alpha=alpha, tools=PLOT_TOOLS, hooks=list(hooks))
 
-    def _sparse(self, x_range=None, y_range=None, filtered_rev=None, has_selection=None):
+    def _capture_hook(self, layer: str):
+        """A HoloViews hook that records each rendering of ``layer`` (weakly: options outlive this object)."""
+        plots = self._rendered[layer]
+
+        def capture(plot, element):
+            plots.add(plot)
+
+        return capture
+
+    def _sparse(self, x_range=None, y_range=None, filtered_rev=None):
         """The points themselves, with hover, once a zoom leaves few of them in view."""
         cols = ["row", "label", "text"]
         empty = hv.Points(pd.DataFrame({"x": [], "y": [], **{c: [] for c in cols}}), ["x", "y"], cols,
@@ -195,18 +277,20 @@ class ScatterPlot:
         if "pred" in state.data.attributes:
             hover.insert(2, ("prediction", "@pred"))
         self._templates = {
-            "back": self._template(BACK_ALPHA, colorbar=False),
-            "front": self._template(1.0, colorbar=True),
+            "back": self._template(BACK_ALPHA, colorbar=False, hooks=[self._capture_hook("back")]),
+            "front": self._template(1.0, colorbar=True, hooks=[self._capture_hook("front")]),
             "sparse": hv.Points([], ["x", "y"]).opts(
                 size=6, fill_alpha=0, line_color="#333333", line_alpha=0.6, tools=["hover", *PLOT_TOOLS],
                 hover_tooltips=hover, nonselection_alpha=0.6, selection_alpha=0.6),
         }
-        # one stream per kind of change, shared by the layers that follow it: one event, one refresh
-        on_mask = hv.streams.Params(state, ["mask_rev"])
-        on_filter = hv.streams.Params(state, ["filtered_rev", "has_selection"])
-        self._watching = [on_mask, on_filter]
-        size = hv.streams.PlotSize()
-        view = [self.range_xy, size]
+        # one stream per kind of change, shared by the layers that follow it: one event, one refresh. The mask and
+        # whether a selection exists are read without refreshing on them: `push` redraws what they change
+        # (watch=False keeps the values live, so a pan or zoom still draws the current state)
+        on_mask = hv.streams.Params(state, ["mask_rev"], watch=False)
+        on_selection = hv.streams.Params(state, ["has_selection"], watch=False)
+        on_filter = hv.streams.Params(state, ["filtered_rev"])
+        self._watching = [on_filter]
+        view = [self.range_xy, self.size]
 
         def front(mask_rev, x_range, y_range, width, height, scale=1.0):
             return self._raster(self._front_rows(), x_range, y_range, width, height, self._templates["front"])
@@ -215,8 +299,8 @@ class ScatterPlot:
             return self._raster(self._back_rows(), x_range, y_range, width, height, self._templates["back"])
 
         self._front_layer = hv.DynamicMap(front, streams=[on_mask, *view], cache_size=1)
-        back_layer = hv.DynamicMap(back, streams=[on_filter, *view], cache_size=1)
-        # hover points follow zoom and filters, not brushes: a brush refreshes the front layer only
+        back_layer = hv.DynamicMap(back, streams=[on_filter, on_selection, *view], cache_size=1)
+        # hover points follow zoom and filters, not brushes
         sparse = hv.DynamicMap(self._sparse, streams=[self.range_xy, on_filter], cache_size=1)
         xlabel, ylabel = self.spec.axis_labels
         opts = dict(title=self.spec.title, xlabel=xlabel, ylabel=ylabel, responsive=True, min_height=360,
@@ -230,6 +314,11 @@ class ScatterPlot:
         for stream in self._watching:
             stream.unwatch()
         self._watching = []
+        if self._mask_watcher is not None:
+            self.state.param.unwatch(self._mask_watcher)
+            self._mask_watcher = None
+        for plots in self._rendered.values():
+            plots.clear()
 
     def view_ranges(self) -> tuple | None:
         if self.range_xy.x_range is None:
