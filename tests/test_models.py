@@ -259,6 +259,16 @@ def test_save_and_load_checkpoint_round_trip(minilm, tmp_path):
     assert torch.equal(before, after)
     assert loaded.config.id2label == model.config.id2label
 
+    # a replacing save that died between its two renames: the old copy was set aside, the new one not yet in place
+    os.replace(target, str(target) + ".old")
+    (target.parent / "epoch_1.tmp").mkdir()
+    (target.parent / "epoch_1.tmp" / "config.json").write_text("{")  # half-written
+    recovered, _ = load_checkpoint(target)  # the set-aside complete copy is found
+    assert torch.equal(recovered.classifier.weight, model.classifier.weight)
+    save_model(model, tokenizer, target)  # the next save puts it back first, then replaces it as usual
+    assert sorted(os.listdir(target.parent)) == ["epoch_1"]
+    assert load_checkpoint(target)[0].config.id2label == model.config.id2label
+
 
 def test_load_checkpoint_requires_the_classification_head():
     with pytest.raises(ModelError, match="incomplete: missing weights classifier"):

@@ -10,6 +10,7 @@ import re
 import shutil
 
 import numpy as np
+import panel as pn
 import pytest
 import torch
 from PIL import Image
@@ -24,6 +25,7 @@ from t3vis.ui.instance import (
     NEGATIVE,
     POSITIVE,
     InstanceView,
+    NewestOnly,
     attention_from,
     classes_html,
     diverging_colours,
@@ -173,6 +175,31 @@ def test_grid_marks_pruned_and_selected_heads():
 
 
 # ---------------------------------------------------------------------------------------------------- views
+def test_only_the_newest_of_overlapping_refreshes_counts():
+    spinner = pn.indicators.LoadingSpinner(value=False, visible=False)
+    newest = NewestOnly(spinner)
+    # the newer refresh ends first: the spinner stops then, and the older one ending later changes nothing
+    older = newest.start()
+    with newest.running(older):
+        newer = newest.start()
+        with newest.running(newer):
+            assert spinner.value and spinner.visible
+        assert not spinner.value
+        assert newest.is_current(newer) and not newest.is_current(older)
+    assert not spinner.value
+    # the older one ends first: the spinner keeps turning for the newer one
+    older = newest.start()
+    first = newest.running(older)
+    first.__enter__()
+    newer = newest.start()
+    second = newest.running(newer)
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert spinner.value
+    second.__exit__(None, None, None)
+    assert not spinner.value
+
+
 def test_selecting_an_example_shows_prediction_and_saliency(run_path):
     state, instance, _ = views(run_path)
     state.example = 4

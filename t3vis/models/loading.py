@@ -145,17 +145,29 @@ def load_model(path, *, num_labels: int | None = None, label_names: Sequence[str
 
 def load_checkpoint(weights_dir, *, attn_implementation: str = "eager", dtype: torch.dtype | str | None = None):
     """``(model, tokenizer)`` from a saved fine-tuned checkpoint; every weight, head included, must be there."""
-    return _load(weights_dir, num_labels=None, label_names=None, attn_implementation=attn_implementation,
-                 dtype=dtype, complete=True)
+    return _load(weights_directory(weights_dir), num_labels=None, label_names=None,
+                 attn_implementation=attn_implementation, dtype=dtype, complete=True)
+
+
+def weights_directory(directory) -> str:
+    """Where the checkpoint saved at ``directory`` is: there, or, if a `save_model` replacing it was interrupted
+    between its two renames, the complete previous copy it had set aside at ``directory.old``."""
+    directory = os.fspath(Path(directory).expanduser())
+    old = directory + ".old"
+    return old if not os.path.exists(directory) and os.path.isdir(old) else directory
 
 
 def save_model(model: nn.Module, tokenizer, directory) -> str:
     """Save weights (safetensors), config and tokenizer to ``directory``, replacing it only once complete.
 
     Written to ``directory + ".tmp"`` then renamed, so a crash never leaves a half-written checkpoint in place.
+    Replacing moves the old copy to ``directory + ".old"`` first; a crash between the renames leaves it there
+    (`weights_directory` finds it, and the next save puts it back before starting).
     """
     directory = os.fspath(Path(directory).expanduser())
     tmp, old = directory + ".tmp", directory + ".old"
+    if weights_directory(directory) == old:
+        os.replace(old, directory)
     shutil.rmtree(tmp, ignore_errors=True)
     with _quiet_transformers():
         model.save_pretrained(tmp)

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from ..errors import ModelError, T3VisError
 from .gates import gates_from_pruned, head_gates, install_head_gates
 from .inference import fast_bf16, length_batches, model_max_length, pad_ids, pad_token_id, tokenize
-from .loading import load_checkpoint
+from .loading import load_checkpoint, weights_directory
 from .registry import num_layers_heads
 
 Pruned = tuple[tuple[int, int], ...]
@@ -479,7 +479,7 @@ def _check_weights(weights_path, what: str) -> str:
     if not weights_path:
         raise ModelError(f"{what} has no model weights recorded (a synthetic run, or a run written without "
                          "weights), so predictions, attention and saliency cannot be computed for it")
-    path = Path(str(weights_path)).expanduser()
+    path = Path(weights_directory(str(weights_path)))
     if not path.is_dir():
         raise ModelError(f"the model weights of {what} are missing: expected a directory with model.safetensors "
                          f"and config.json at {path} (moved or deleted?)")
@@ -551,9 +551,9 @@ def needs_recheck(stored_logits: np.ndarray, pruned_pred: np.ndarray) -> np.ndar
 
 def extracted_logits(checkpoint, rows, max_length: int | None) -> np.ndarray | None:
     """The checkpoint's extracted logits for ``rows`` if the pipeline wrote them at ``max_length``, else None."""
-    extract = checkpoint.attrs.get("extract") or {}
-    recorded = extract.get("max_length")
-    if not checkpoint.has("logits") or (int(recorded) if recorded else None) != (int(max_length) if max_length else None):
+    recorded = (checkpoint.attrs.get("extract") or {}).get("max_length")
+    same_truncation = (int(recorded) if recorded else None) == (int(max_length) if max_length else None)
+    if not checkpoint.has("logits") or not same_truncation:
         return None
     return checkpoint.read("logits", np.asarray(rows))
 

@@ -22,7 +22,7 @@ from PIL import Image
 
 from ..errors import StoreError, T3VisError
 from ..models.serving import normalize_pruned
-from .instance import ATTENTION, ClickableHTML, head_name, pruned_json, session_model
+from .instance import ATTENTION, ClickableHTML, NewestOnly, head_name, pruned_json, session_model
 from .state import ExplorerState
 
 #: Largest side of a head's pattern thumbnail (a longer matrix is block-averaged down to this).
@@ -142,11 +142,11 @@ class HeadView(pn.viewable.Viewer):
     def __init__(self, state: ExplorerState, **params):
         super().__init__(state=state, **params)
         self.model = session_model(state)
-        self._generation = 0
         self._values: tuple | None = None  # (kind, array) last computed
         self._grid = ClickableHTML(on_click=self.click)
         self._message = pn.pane.Alert("", alert_type="warning", visible=False, sizing_mode="stretch_width")
         self._busy = pn.indicators.LoadingSpinner(value=False, size=18, visible=False)
+        self._newest = NewestOnly(self._busy)
         self._pruned_text = pn.pane.Markdown("", sizing_mode="stretch_width", margin=(0, 5))
         self._restore = pn.widgets.Button(label="Restore all", disabled=True, width=110)
         self._restore.on_click(lambda event: self.restore_all())
@@ -221,35 +221,31 @@ class HeadView(pn.viewable.Viewer):
 
     async def refresh(self) -> None:
         """Fetch what the current mode and scale show, then redraw."""
-        self._generation += 1
-        generation = self._generation
+        token = self._newest.start()
         state = self.state
         if state.run is None or state.checkpoint is None:
             self._values = None
             self._show_message("Open a run with checkpoints to see its attention heads.")
             self._render()
             return
-        self._busy.value = self._busy.visible = True
-        try:
-            if self.scale == "aggregate":
-                values = self._aggregate()
-            elif state.example is None:
-                raise T3VisError("Select an example (in the table or a plot) to see its instance-scale heads.")
-            elif self.mode == "importance":
-                values = await self.model.head_importance(int(state.example), state.pruned_heads)
-            else:
-                forward = await self.model.forward(int(state.example), state.pruned_heads)
-                values = pool_attention(forward.attentions)
-        except T3VisError as err:
-            if generation == self._generation:
-                self._values = None
-                self._show_message(str(err))
-                self._render()
-            return
-        finally:
-            if generation == self._generation:
-                self._busy.value = self._busy.visible = False
-        if generation != self._generation:
+        with self._newest.running(token):
+            try:
+                if self.scale == "aggregate":
+                    values = self._aggregate()
+                elif state.example is None:
+                    raise T3VisError("Select an example (in the table or a plot) to see its instance-scale heads.")
+                elif self.mode == "importance":
+                    values = await self.model.head_importance(int(state.example), state.pruned_heads)
+                else:
+                    forward = await self.model.forward(int(state.example), state.pruned_heads)
+                    values = pool_attention(forward.attentions)
+            except T3VisError as err:
+                if self._newest.is_current(token):
+                    self._values = None
+                    self._show_message(str(err))
+                    self._render()
+                return
+        if not self._newest.is_current(token):
             return
         self._show_message("")
         self._values = (self.mode, values)

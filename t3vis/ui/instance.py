@@ -12,6 +12,7 @@ per word when word-pieces are merged), clicks reported by `ClickableHTML`, a tin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import json
 import weakref
@@ -284,6 +285,31 @@ def head_name(head) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- model side
+class NewestOnly:
+    """The refreshes of one view overlap (each awaits the model); only the newest may show its outcome, and the
+    view's spinner turns until that one ends. ``token = start()``, then ``is_current(token)`` before showing."""
+
+    def __init__(self, spinner):
+        self._spinner = spinner
+        self._newest = 0
+
+    def start(self) -> int:
+        self._newest += 1
+        return self._newest
+
+    def is_current(self, token: int) -> bool:
+        return token == self._newest
+
+    @contextlib.contextmanager
+    def running(self, token: int):
+        self._spinner.value = self._spinner.visible = True
+        try:
+            yield
+        finally:
+            if self.is_current(token):
+                self._spinner.value = self._spinner.visible = False
+
+
 class SessionModel:
     """The model side of one session: the selected example's encoding, forward passes, saliency, memoised.
 
@@ -417,7 +443,6 @@ class InstanceView(pn.viewable.Viewer):
     def __init__(self, state: ExplorerState, **params):
         super().__init__(state=state, **params)
         self.model = session_model(state)
-        self._generation = 0
         self._shown: _Shown | None = None
         self._header = pn.pane.Markdown("", sizing_mode="stretch_width", margin=(0, 5))
         self._message = pn.pane.Alert("", alert_type="warning", visible=False, sizing_mode="stretch_width")
@@ -428,6 +453,7 @@ class InstanceView(pn.viewable.Viewer):
         self._legend = pn.pane.Markdown("", sizing_mode="stretch_width", margin=(0, 5))
         self._tokens = ClickableHTML(on_click=self._on_click)
         self._busy = pn.indicators.LoadingSpinner(value=False, size=18, visible=False)
+        self._newest = NewestOnly(self._busy)
         self._repredict = pn.widgets.Button(label="Re-predict selection with pruned heads", color="primary",
                                             disabled=True)
         self._repredict.on_click(self._on_repredict)
@@ -498,8 +524,7 @@ class InstanceView(pn.viewable.Viewer):
 
     async def refresh(self) -> None:
         """Recompute for the current state (example, checkpoint, pruned heads, method, target class)."""
-        self._generation += 1
-        generation = self._generation
+        token = self._newest.start()
         state = self.state
         if state.example is None or state.run is None:
             self._shown = None
@@ -508,38 +533,35 @@ class InstanceView(pn.viewable.Viewer):
             self._render()
             return
         example, pruned, method = int(state.example), normalize_pruned(state.pruned_heads), state.saliency_method
-        self._busy.value = self._busy.visible = True
         early = None
-        try:
-            server, encoding, label = await self.model.example(example)
-            asked = state.target_class if state.target_class in range(server.num_labels) else None
-            # Saliency needs its class. Start it beside the forward pass on a guess (the class asked for, else the
-            # prediction stored in the run) and redo it only when the guess proves wrong: the two calls run on
-            # two workers, so selecting an example costs about one saliency call, not a forward pass plus one.
-            guess = asked if asked is not None else self.model.stored_prediction(example)
-            if guess is not None:
-                early = asyncio.ensure_future(self.model.saliency(example, guess, method, pruned))
-                early.add_done_callback(_consume)  # it may end unawaited (wrong guess, error elsewhere)
-            passes = [self.model.forward(example, pruned)]
-            if pruned:
-                passes.append(self.model.forward(example, (), attentions=False))
-            forward, *rest = await asyncio.gather(*passes)
-            baseline = rest[0] if rest else None
-            target = asked if asked is not None else int(forward.probs.argmax())
-            if early is not None and guess == target:
-                saliency = await early
-            else:
-                saliency = await self.model.saliency(example, target, method, pruned)
-        except T3VisError as err:
-            if generation == self._generation:
-                self._shown = None
-                self._show_message(str(err))
-                self._render()
-            return
-        finally:
-            if generation == self._generation:
-                self._busy.value = self._busy.visible = False
-        if generation != self._generation:
+        with self._newest.running(token):
+            try:
+                server, encoding, label = await self.model.example(example)
+                asked = state.target_class if state.target_class in range(server.num_labels) else None
+                # Saliency needs its class. Start it beside the forward pass on a guess (the class asked for, else
+                # the prediction stored in the run) and redo it only when the guess proves wrong: the two calls run
+                # on two workers, so selecting an example costs about one saliency call, not a forward pass plus one.
+                guess = asked if asked is not None else self.model.stored_prediction(example)
+                if guess is not None:
+                    early = asyncio.ensure_future(self.model.saliency(example, guess, method, pruned))
+                    early.add_done_callback(_consume)  # it may end unawaited (wrong guess, error elsewhere)
+                passes = [self.model.forward(example, pruned)]
+                if pruned:
+                    passes.append(self.model.forward(example, (), attentions=False))
+                forward, *rest = await asyncio.gather(*passes)
+                baseline = rest[0] if rest else None
+                target = asked if asked is not None else int(forward.probs.argmax())
+                if early is not None and guess == target:
+                    saliency = await early
+                else:
+                    saliency = await self.model.saliency(example, target, method, pruned)
+            except T3VisError as err:
+                if self._newest.is_current(token):
+                    self._shown = None
+                    self._show_message(str(err))
+                    self._render()
+                return
+        if not self._newest.is_current(token):
             return  # a newer request superseded this one
         self._show_message("")
         self._shown = _Shown(example, encoding, label, forward, baseline, target, saliency)
