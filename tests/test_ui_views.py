@@ -39,6 +39,17 @@ def front_count(plot) -> int:
     return int(np.nansum(rendered_layer(plot)[0].data["image"][0]))
 
 
+def brush_percentiles(explorer, plot, lo, hi) -> np.ndarray:
+    """Box-brush ``plot`` from the (x, y) percentiles ``lo`` to ``hi``, as the browser would; returns the mask that
+    box must give, computed directly with numpy."""
+    x, y = explorer.state.data.xy(plot.spec)
+    x0, x1 = (float(np.percentile(x, q)) for q in (lo[0], hi[0]))
+    y0, y1 = (float(np.percentile(y, q)) for q in (lo[1], hi[1]))
+    with set_curdoc(explorer.doc):
+        plot.box.event(bounds=(x0, y0, x1, y1))
+    return (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
+
+
 @pytest.fixture
 def explorer(small_run):
     e = Explorer(small_run)
@@ -50,12 +61,7 @@ def test_box_brush_sets_mask_and_highlights_every_plot(explorer):
     state, plots = explorer.state, explorer.projection.plots
     assert set(plots) == {"a", "datamap"}
     a = plots["a"]
-    x, y = state.data.xy(a.spec)
-    bounds = (float(np.percentile(x, 20)), float(np.percentile(y, 20)), float(np.percentile(x, 70)),
-              float(np.percentile(y, 60)))
-    with set_curdoc(explorer.doc):
-        a.box.event(bounds=bounds)
-    expect = (x >= bounds[0]) & (x <= bounds[2]) & (y >= bounds[1]) & (y <= bounds[3])
+    expect = brush_percentiles(explorer, a, (20, 20), (70, 60))
     np.testing.assert_array_equal(state.mask, expect)
     assert state.n_selected == expect.sum() > 0
     assert front_count(a) == expect.sum()  # the highlight is exactly the selection...
@@ -188,12 +194,7 @@ def test_comparison_plots_share_one_selection(explorer):
     assert set(plots) == {"a", "b", "datamap"}
     assert plots["b"].spec.checkpoint == state.data.checkpoints[0] and plots["b"].spec.method == "pca"
     b = plots["b"]
-    x, y = state.data.xy(b.spec)
-    bounds = (float(np.percentile(x, 10)), float(np.percentile(y, 30)), float(np.percentile(x, 50)),
-              float(np.percentile(y, 90)))
-    with set_curdoc(explorer.doc):
-        b.box.event(bounds=bounds)
-    expect = (x >= bounds[0]) & (x <= bounds[2]) & (y >= bounds[1]) & (y <= bounds[3])
+    expect = brush_percentiles(explorer, b, (10, 30), (50, 90))
     np.testing.assert_array_equal(state.mask, expect)
     assert front_count(plots["a"]) == front_count(b) == expect.sum()
     layout = explorer.projection._projection.object

@@ -27,6 +27,16 @@ class Dynamics:
     margin: np.ndarray | None = None
 
 
+def _rows_of(arr: zarr.Array, rows: "slice | np.ndarray | None") -> np.ndarray:
+    """All of ``arr``, or the given rows of its first axis (reading only the chunks that hold them)."""
+    if rows is None:
+        return arr[...]
+    if isinstance(rows, slice):
+        return arr[rows]
+    rows = np.asarray(rows)
+    return arr.get_orthogonal_selection((rows,) + (slice(None),) * (arr.ndim - 1)) if len(rows) else arr[:0]
+
+
 class Run:
     """A read-only view of one run. Cheap to open; nothing is read until asked for."""
 
@@ -92,13 +102,7 @@ class Run:
 
     def column(self, name: str, rows: "slice | np.ndarray | None" = None) -> np.ndarray:
         """One column (raw values: category codes for categorical columns)."""
-        arr = self._column_array(name)
-        if rows is None:
-            return arr[:]
-        if isinstance(rows, slice):
-            return arr[rows]
-        rows = np.asarray(rows)
-        return arr.get_orthogonal_selection((rows,)) if len(rows) else arr[:0]
+        return _rows_of(self._column_array(name), rows)
 
     def categories(self, name: str) -> list[str] | None:
         return self.column_attrs(name).get("categories")
@@ -197,13 +201,7 @@ class Checkpoint:
 
     def read(self, name: str, rows: "slice | np.ndarray | None" = None) -> np.ndarray:
         """Array ``name``, whole or the given rows (first axis; only their chunks are read)."""
-        arr = self.array(name)
-        if rows is None:
-            return arr[...]
-        if isinstance(rows, slice):
-            return arr[rows]
-        rows = np.asarray(rows, dtype=np.int64)
-        return arr.get_orthogonal_selection((rows,) + (slice(None),) * (arr.ndim - 1)) if len(rows) else arr[:0]
+        return _rows_of(self.array(name), rows)
 
     def hidden(self, layer: int, pooling: str = "cls", rows: "slice | np.ndarray | None" = None) -> np.ndarray:
         """Pooled hidden states of one layer ([n, d]); reads that layer's chunks only."""
