@@ -176,8 +176,9 @@ def first_page_seconds(run_path: Path, timeout: float = 120.0) -> tuple[float, f
         port = s.getsockname()[1]
     env = dict(os.environ, PYTHONPATH=str(root))
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "panel", "serve", str(root / "apps"), "--port", str(port),
-                             "--liveness", "--args", "--runs-dir", str(run_path.parent)], env=env, cwd=root,
+    proc = subprocess.Popen([sys.executable, "-m", "panel", "serve", str(root / "apps"), "--address", "127.0.0.1",
+                             "--port", str(port), "--liveness", "--args", "--runs-dir", str(run_path.parent)],
+                            env=env, cwd=root,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         for line in proc.stdout:

@@ -21,21 +21,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from t3vis.analysis.datamaps import MISLABEL_METHODS, detection_metrics, mislabel_scores  # noqa: E402
+from t3vis.analysis.datamaps import detection_metrics, run_data_map  # noqa: E402
 from t3vis.store import Run  # noqa: E402
 
 
 def detection(run: Run) -> dict[str, dict[str, float]]:
-    """Each mislabel score, on the training split, against the injected flips."""
-    dynamics = run.dynamics()
-    train = run.column("split") == run.categories("split").index("train")
-    flipped = run.column("flipped")[train]
-    out = {}
-    for method in MISLABEL_METHODS:
-        scores = mislabel_scores(dynamics.gold_prob[:, train], margin=dynamics.margin[:, train],
-                                 loss=dynamics.loss[:, train], method=method)
-        out[method] = detection_metrics(scores, flipped)
-    return out
+    """Each mislabel score (``<name>_score``, and ``mislabel_score``, the default), on the training split, against
+    the injected flips."""
+    table = run_data_map(run)
+    flipped = run.column("flipped")[table.index]
+    return {column: detection_metrics(table[column].to_numpy(), flipped)
+            for column in table.columns if column.endswith("_score")}
 
 
 def main(argv: list[str] | None = None) -> dict:

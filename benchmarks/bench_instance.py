@@ -158,7 +158,7 @@ def bench_browser(run, rows, with_heads: bool):
         return pn.Column(table, pn.Row(*views, InstanceView(state)))
 
     server_id = uuid.uuid4().hex
-    thread = pn.serve(app, port=0, threaded=True, show=False, server_id=server_id)
+    thread = pn.serve(app, port=0, address="127.0.0.1", threaded=True, show=False, server_id=server_id)
     while server_id not in pn.state._servers:
         time.sleep(0.05)
     url = f"http://localhost:{pn.state._servers[server_id][0].port}/"

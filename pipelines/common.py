@@ -15,6 +15,7 @@ import numpy as np
 from t3vis.errors import ModelError, PipelineError, StoreError
 from t3vis.store import Run, RunWriter, schema
 from t3vis.store.location import Location
+from t3vis.store.reader import read
 
 
 @contextmanager
@@ -115,7 +116,7 @@ def _column_chunk(url: str, created: str, column: str, index: int) -> np.ndarray
     """
     arr = Run(url).root[f"examples/{column}"]
     size = arr.chunks[0]
-    return arr[index * size:(index + 1) * size]
+    return read(arr, slice(index * size, (index + 1) * size))
 
 
 def read_rows(url: str, column: str, rows: slice) -> np.ndarray:

@@ -18,7 +18,7 @@ import numpy as np
 from t3vis.errors import PipelineError
 from t3vis.store import schema
 from t3vis.store.location import Location
-from t3vis.store.writer import RunWriter
+from t3vis.store.writer import RunWriter, open_array
 
 from .cluster import gather, limit_threads
 from .common import checkpoint_weights, local_weights, open_run, read_rows, select_checkpoints, store_errors
@@ -87,10 +87,8 @@ def extract_chunk(task: ChunkTask) -> dict:
     staged = [posixpath.join(schema.STAGING_DIR, u) for u in units]
     if not all(loc.exists(s, "zarr.json") for s in staged):
         return {"skipped": True}  # committed or reset meanwhile, by another driver: write nothing
-    import zarr
-
     for array, rel in zip(schema.EXTRACTED_ARRAYS, staged):
-        target = zarr.open_array(loc.url_of(rel), mode="r+", zarr_format=3)
+        target = open_array(loc.url_of(rel))  # stores every chunk, even an all-zero one (see store/integrity.py)
         values = out[array].astype(target.dtype, copy=False)
         if array.startswith("hidden"):
             target[:, rows, :] = values

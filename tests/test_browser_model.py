@@ -46,7 +46,8 @@ def model_views_app(run_path: str, rows: int = 8):
 def served(tmp_path_factory):
     run = make_tiny_run(tmp_path_factory.mktemp("browser"), n=16)
     server_id = uuid.uuid4().hex
-    thread = pn.serve(model_views_app(str(run)), port=0, threaded=True, show=False, server_id=server_id)
+    thread = pn.serve(model_views_app(str(run)), port=0, address="127.0.0.1", threaded=True, show=False,
+                      server_id=server_id)
     deadline = time.monotonic() + 20
     while server_id not in pn.state._servers:
         assert time.monotonic() < deadline, "the panel server did not start"

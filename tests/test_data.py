@@ -449,3 +449,76 @@ def test_noise_refuses_bad_arguments():
     assert "fraction" in error(inject_label_noise, ds, 1.5)
     assert "splits" in error(inject_label_noise, ds, 0.1, splits=("test",))
     assert "already has injected label noise" in error(inject_label_noise, inject_label_noise(ds, 0.1), 0.1)
+
+
+def test_noise_can_be_class_conditional():
+    ds = split_train_validation(balanced((60, 50, 40)), 0.2, seed=0)
+    noisy = inject_label_noise(ds, 0.2, seed=3, targets={"c0": "c2", "c1": ["c0", "c2"]})
+    frame = noisy.frame
+    train = (frame["split"] == "train").to_numpy()
+    flipped = frame["flipped"].to_numpy()
+    assert flipped.sum() == round(0.2 * train.sum())
+    moves = set(zip(frame.loc[flipped, "original_label"], frame.loc[flipped, "label"]))
+    assert moves <= {(0, 2), (1, 0), (1, 2)} and (0, 2) in moves  # c2 rows are never flipped
+    assert "targets=" in noisy.steps[-1]
+    pd.testing.assert_frame_equal(inject_label_noise(ds, 0.2, seed=3, targets={"c0": "c2", "c1": ["c0", "c2"]}).frame,
+                                  frame)
+    assert "'nope' is not a class" in error(inject_label_noise, ds, 0.1, targets={"c0": "nope"})
+    assert "expected one or more other classes" in error(inject_label_noise, ds, 0.1, targets={"c0": "c0"})
+    assert "fewer than" in error(inject_label_noise, ds, 0.9, targets={"c2": "c0"})
+
+
+# ---------------------------------------------------------------------------------------------------- model labels
+
+
+class Config:
+    """What a transformers config offers ``model_label_names``: id2label (int keys, or str keys from JSON)."""
+
+    def __init__(self, id2label):
+        self.id2label, self.num_labels = id2label, len(id2label)
+
+
+def test_model_label_names_ignore_placeholders():
+    from t3vis.data import model_label_names
+
+    assert model_label_names(Config({0: "positive", 1: "negative"})) == ["positive", "negative"]
+    assert model_label_names(Config({"0": "b", "1": "a"})) == ["b", "a"]
+    assert model_label_names(Config({0: "LABEL_0", 1: "LABEL_1"})) is None
+    assert model_label_names(Config({0: "0", 1: "1"})) is None
+    assert model_label_names(Config({0: "x", 1: "x"})) is None and model_label_names(None) is None
+
+
+def test_string_labels_follow_the_model_ids_not_sorted_order():
+    from t3vis.data import align_labels
+
+    raw = pd.DataFrame({"text": ["good", "bad", "fine", "awful"], "label": ["positive", "negative", "positive",
+                                                                          "negative"]})
+    ds = inject_label_noise(from_frame(raw), 0.5, seed=0)
+    assert ds.label_names == ["negative", "positive"] and not ds.labels_are_ids  # sorted, before alignment
+    aligned = align_labels(ds, ["positive", "negative", "neutral"])  # the model's id order, not sorted
+    assert aligned.label_names == ["positive", "negative", "neutral"] and aligned.labels_are_ids
+    names = lambda d, col: [d.label_names[i] for i in d.frame[col]]  # noqa: E731
+    assert names(aligned, "label") == names(ds, "label") and names(aligned, "original_label") == ["positive",
+                                                                                                   "negative"] * 2
+    assert aligned.frame["label"].tolist() != ds.frame["label"].tolist()  # the ids did change
+    assert align_labels(aligned, ["positive", "negative", "neutral"]) is aligned
+    assert align_labels(ds, None) is ds  # a model without names changes nothing
+    message = error(align_labels, ds, ["pos", "neg"])
+    assert "{0: 'negative', 1: 'positive'}" in message and "{0: 'pos', 1: 'neg'}" in message
+    assert "the model has no class 'negative'" in message and "label_names=" in message
+
+
+def test_integer_ids_keep_their_meaning():
+    from t3vis.data import align_labels
+
+    raw = pd.DataFrame({"text": ["a", "b", "c"], "label": [1, 0, 1]})
+    bare = from_frame(raw)  # ids without names: they take the model's
+    assert bare.labels_are_ids and bare.label_names == ["0", "1"]
+    aligned = align_labels(bare, ["positive", "negative"])
+    assert aligned.frame["label"].tolist() == [1, 0, 1] and aligned.label_names == ["positive", "negative"]
+    named = from_frame(raw, label_names=["negative", "positive"])  # ids with names: they must agree
+    assert align_labels(named, ["negative", "positive"]) is named
+    message = error(align_labels, named, ["positive", "negative"])
+    assert "class id 0 is 'negative' in the data but 'positive' in the model" in message
+    assert "id 2 is outside" in error(align_labels, from_frame(pd.DataFrame({"text": ["a", "b"], "label": [0, 2]})),
+                                      ["x", "y"])

@@ -176,7 +176,7 @@ def test_pipeline_on_a_real_cluster_matches_in_process_reference(tmp_path, sched
     summary = run_pipeline(url, scheduler_file=scheduler_file, dashboard=False, progress=False, **FAST)
     assert summary["extract"]["rows"] == 300 and summary["extract"]["tasks"] == 20
     run = Run(path)
-    assert validate(path) == []
+    assert validate(path, deep=True) == []
     for name in run.checkpoints:
         assert_matches_reference(run, name)
     # head importance and attention: the same computation in-process on the same sample
@@ -246,6 +246,7 @@ def test_driver_killed_mid_run_resumes_to_the_same_store(tmp_path, scheduler_fil
     assert resumed.returncode == 0, resumed.stderr
     run_pipeline(str(uninterrupted), scheduler_file=scheduler_file, dashboard=False, progress=False, **FAST)
     assert_same_store(path, uninterrupted)
+    assert validate(path, deep=True) == []  # every chunk present and matching its checksum after the resume
     final = store_arrays(uninterrupted)
     checked = 0
     for name, (values, _) in visible.items():  # every unit visible at the kill was already complete
@@ -340,3 +341,4 @@ def test_full_disk_fails_clearly_marks_nothing_partial_and_resumes(tmp_path, tmp
     run_pipeline(str(path), ["extract"], n_workers=1, processes=False, dashboard=False, progress=False,
                  extract=dict(chunk_rows=16, dtype="float32"))
     assert_matches_reference(Run(path), "epoch-0")
+    assert validate(path, deep=True) == []

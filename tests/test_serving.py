@@ -147,6 +147,14 @@ def test_encode_truncates_long_text_and_keeps_offsets(server):
     assert not server.encode(exact).truncated
 
 
+def test_encode_clips_a_huge_text_before_tokenising_with_the_same_result(server):
+    """A text far past what max_length tokens can use is cut in characters first: same tokens, still truncated."""
+    huge = TEXT + " market" * 1_000_000  # 7 MB
+    clipped, whole = server.encode(huge), server.encode(TEXT + " market" * 100)  # under the cap: not cut
+    assert clipped.tokens == whole.tokens and clipped.offsets == whole.offsets and clipped.truncated
+    assert bool((clipped.input_ids == whole.input_ids).all())
+
+
 def test_predict_matches_single_forward_passes_and_caches(weights, reference):
     server = ModelServer(*load_checkpoint(weights), name="fp32-batches", batch_autocast=False)
     rng = np.random.default_rng(3)

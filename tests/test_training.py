@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from scipy.special import log_softmax
 from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
 
 from t3vis.analysis.datamaps import run_data_map
-from t3vis.errors import RunExistsError, TrainingError
+from t3vis.errors import DatasetError, RunExistsError, TrainingError
 from t3vis.models import load_checkpoint, save_model
 from t3vis.store import Run, validate
 from t3vis.training import T3VisCallback, TrainConfig, dynamics_from_logits, fast_bf16, train_run
@@ -30,6 +31,8 @@ from tests.fixtures import TOPICS, tiny_model, tiny_texts, tiny_tokenizer
 
 LABELS = list(TOPICS)[:3]
 N, N_TRAIN, EPOCHS, MAX_LENGTH = 120, 96, 3, 48
+#: No dropout: a training forward pass is then a function of the weights alone, so it can be recomputed.
+NO_DROPOUT = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -71,18 +74,57 @@ def trainer_for(model, tokenizer, frame, out: Path, callbacks, epochs: int = EPO
                    processing_class=tokenizer, data_collator=DataCollatorWithPadding(tokenizer), callbacks=callbacks)
 
 
+class ForwardLog:
+    """Every training forward pass of ``model``: the weights it ran with (before that step's update) and its
+    inputs, captured by a forward pre-hook, independently of the recorder."""
+
+    def __init__(self, model):
+        self.calls = []
+        self.handle = model.register_forward_pre_hook(self._pre, with_kwargs=True)
+
+    def _pre(self, module, args, kwargs):
+        if module.training and torch.is_grad_enabled():
+            state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+            self.calls.append((state, kwargs["input_ids"].detach().clone(), kwargs["attention_mask"].detach().clone()))
+
+    def recompute(self, epochs: int, texts, labels, tokenizer, n_labels: int) -> dict[str, np.ndarray]:
+        """Mean p(gold) and margin per epoch and row, from unbatched forwards of each captured step's weights."""
+        self.handle.remove()
+        encoded = tokenizer(list(texts), truncation=True, max_length=MAX_LENGTH)["input_ids"]
+        rows = {tuple(ids): i for i, ids in enumerate(encoded)}
+        assert len(rows) == len(texts)  # unique inputs: a sequence names its row
+        per_epoch = len(self.calls) // epochs
+        assert per_epoch * epochs == len(self.calls)
+        sums = {k: np.zeros((epochs, len(texts))) for k in ("gold", "margin", "count")}
+        model = tiny_model(n_labels, **NO_DROPOUT)
+        for step, (state, input_ids, mask) in enumerate(self.calls):
+            model.load_state_dict(state)
+            for ids, keep in zip(input_ids, mask.bool()):
+                row = rows[tuple(ids[keep].tolist())]
+                with torch.no_grad():
+                    prob = torch.softmax(model(input_ids=ids[keep][None]).logits[0].double(), 0).numpy()
+                gold = prob[labels[row]]
+                e = step // per_epoch
+                sums["gold"][e, row] += gold
+                sums["margin"][e, row] += gold - np.delete(prob, labels[row]).max()
+                sums["count"][e, row] += 1
+        with np.errstate(invalid="ignore"):
+            return {"train_gold_prob": sums["gold"] / sums["count"], "train_margin": sums["margin"] / sums["count"]}
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tiny BERT trained for 3 epochs through the real Trainer with the callback."""
+    """A tiny BERT (no dropout) trained for 3 epochs through the real Trainer with the callback."""
     tmp = tmp_path_factory.mktemp("trained")
     tokenizer = tiny_tokenizer(tmp / "tokenizer")
-    model = tiny_model(len(LABELS), seed=0)
+    model = tiny_model(len(LABELS), seed=0, **NO_DROPOUT)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     frame = examples()
     callback = T3VisCallback(tmp / "run", examples=frame, label_names=LABELS, max_length=MAX_LENGTH, bf16=False)
+    log = ForwardLog(model)
     trainer_for(model, tokenizer, frame, tmp, [callback]).train()
     return {"run": Run(tmp / "run"), "model": model.eval(), "tokenizer": tokenizer, "initial": initial,
-            "frame": frame, "tmp": tmp}
+            "frame": frame, "tmp": tmp, "log": log}
 
 
 # ------------------------------------------------------------------------------------------------ pure parts
@@ -170,9 +212,28 @@ def test_data_map_equals_direct_computation_from_recorded_probabilities(trained)
         assert row["confidence"] == pytest.approx(statistics.fmean(p), abs=1e-6)
         assert row["variability"] == pytest.approx(statistics.pstdev(p), abs=1e-6)
         assert row["correctness"] == pytest.approx(np.mean([dynamics.pred[e, i] == labels[i] for e in range(3)]))
-        assert row["mislabel_score"] == pytest.approx(1 - statistics.fmean(p), abs=1e-6)
+        assert row["confidence_score"] == pytest.approx(1 - statistics.fmean(p), abs=1e-6)
         assert row["aum_score"] == pytest.approx(-statistics.fmean(float(x) for x in dynamics.margin[:, i]), abs=1e-6)
+        train_aum = -statistics.fmean(float(x) for x in dynamics.train_margin[:, i])
+        assert row["mislabel_score"] == row["train_aum_score"] == pytest.approx(train_aum, abs=1e-6)
     assert len(run_data_map(run, split=None)) == N
+
+
+def test_in_training_dynamics_equal_a_recomputation_from_the_weights_before_each_step(trained):
+    """Each batch's p(gold) and margin, recorded from the Trainer's own forward passes (before the update)."""
+    run, frame = trained["run"], trained["frame"]
+    expect = trained["log"].recompute(EPOCHS, frame["text"].tolist(), run.column("label"), trained["tokenizer"],
+                                      len(LABELS))
+    dynamics = run.dynamics()
+    for key, values in expect.items():
+        got = getattr(dynamics, key)
+        assert got.shape == (EPOCHS, N)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(values))  # NaN: validation rows, never trained on
+        np.testing.assert_allclose(got[:, :N_TRAIN], values[:, :N_TRAIN], atol=1e-5)
+    assert np.isnan(dynamics.train_margin[:, N_TRAIN:]).all() and not np.isnan(dynamics.train_margin[:, :N_TRAIN]).any()
+    assert [e["train_rows_seen_in_training"] for e in run.attrs["training"]["epochs"]] == [N_TRAIN] * EPOCHS
+    # the training pass is not the end-of-epoch measurement: the model changes during the epoch
+    assert not np.allclose(dynamics.train_gold_prob[0, :N_TRAIN], dynamics.gold_prob[0, :N_TRAIN], atol=1e-3)
 
 
 def test_checkpoints_are_safetensors_and_reload_to_identical_logits(trained):
@@ -204,6 +265,84 @@ def test_recorded_dynamics_match_an_unbatched_forward_of_each_checkpoint(trained
             prob = torch.softmax(logits, 0)
             assert dynamics.gold_prob[epoch - 1, i] == pytest.approx(float(prob[labels[i]]), abs=1e-5)
             assert dynamics.pred[epoch - 1, i] == int(prob.argmax())
+
+
+def sentiment(n: int = 64, seed: int = 1) -> pd.DataFrame:
+    """String labels whose sorted order (negative, positive) is not the model's id order."""
+    rng = np.random.default_rng(seed)
+    positive = rng.random(n) < 0.5
+    words = [TOPICS["sport"] if p else TOPICS["business"] for p in positive]
+    return pd.DataFrame({"text": [" ".join(rng.choice(w, 6)) for w in words],
+                         "label": np.where(positive, "positive", "negative")})
+
+
+def test_string_labels_mean_the_model_labels_with_an_unsorted_id2label(tmp_path):
+    tokenizer = tiny_tokenizer(tmp_path / "tokenizer")
+    model = tiny_model(2, id2label={0: "positive", 1: "negative"}, label2id={"positive": 0, "negative": 1})
+    frame = sentiment()
+    # what a user trains on: the names through the model's label2id
+    train = frame.assign(label=frame["label"].map(model.config.label2id), split="train")
+    callback = T3VisCallback(tmp_path / "run", examples=frame, max_length=MAX_LENGTH, bf16=False)
+    trainer_for(model, tokenizer, train, tmp_path, [callback], epochs=2).train()
+    run = Run(tmp_path / "run")
+    assert run.label_names == ["positive", "negative"]  # the model's order, not sorted
+    np.testing.assert_array_equal(run.column("label"), train["label"].to_numpy())  # 'positive' is stored as 0
+    assert [run.label_names[i] for i in run.column("label")] == frame["label"].tolist()
+    # measured against the class the model learned for each example: it fits them
+    assert run.dynamics().gold_prob[-1].mean() > 0.6 and run.dynamics().train_gold_prob[-1].mean() > 0.6
+
+
+def test_labels_the_model_does_not_know_stop_training_before_it_starts(tmp_path):
+    tokenizer = tiny_tokenizer(tmp_path / "tokenizer")
+    model = tiny_model(2, id2label={0: "pos", 1: "neg"}, label2id={"pos": 0, "neg": 1})
+    frame = sentiment()
+    callback = T3VisCallback(tmp_path / "run", examples=frame, max_length=MAX_LENGTH, bf16=False)
+    train = frame.assign(label=(frame["label"] == "negative").astype(int), split="train")
+    with pytest.raises(DatasetError) as info:
+        trainer_for(model, tokenizer, train, tmp_path, [callback], epochs=1).train()
+    message = str(info.value)
+    assert "{0: 'negative', 1: 'positive'}" in message and "{0: 'pos', 1: 'neg'}" in message  # both mappings
+    assert "label_names=" in message
+    assert not (tmp_path / "run").exists()  # nothing written
+    # integer ids named in another order than the model's are refused too
+    with pytest.raises(DatasetError, match="class id 0 is 'neg' in the data but 'pos' in the model"):
+        DynamicsRecorder(tmp_path / "run2", train, label_names=["neg", "pos"]).start(model, tokenizer)
+
+
+def test_a_model_without_class_names_gets_sorted_ids_with_a_warning(tmp_path):
+    tokenizer = tiny_tokenizer(tmp_path / "tokenizer")
+    recorder = DynamicsRecorder(tmp_path / "run", sentiment(), max_length=MAX_LENGTH, bf16=False)
+    with pytest.warns(UserWarning, match=r"sorted order \{0: 'negative', 1: 'positive'\}.*label_names="):
+        recorder.start(tiny_model(2), tokenizer)
+    assert Run(tmp_path / "run").label_names == ["negative", "positive"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # names given by the user: nothing to warn about
+        DynamicsRecorder(tmp_path / "run2", sentiment(), label_names=["positive", "negative"], max_length=MAX_LENGTH,
+                         bf16=False).start(tiny_model(2), tokenizer)
+    assert Run(tmp_path / "run2").label_names == ["positive", "negative"]
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_recorded_dynamics_equal_the_pipeline_extraction_of_the_same_weights(tmp_path, bf16):
+    """One batching and precision path: the recorder's p(gold) for epoch k is what `t3vis extract` computes for
+    checkpoint epoch-k (the extraction task's own calls: cached_checkpoint + extract)."""
+    from t3vis.models.inference import cached_checkpoint, extract
+
+    tokenizer = tiny_tokenizer(tmp_path / "tokenizer")
+    model = tiny_model(3, attn_implementation="sdpa")
+    frame = examples(n=300)
+    recorder = DynamicsRecorder(tmp_path / "run", frame, label_names=LABELS, max_length=MAX_LENGTH, bf16=bf16)
+    recorder.start(model, tokenizer)
+    recorder.on_epoch_end(model, epoch=1, step=0)
+    run = Run(tmp_path / "run")
+    loaded = cached_checkpoint(run.checkpoint("epoch-1").weights_path, dtype="bfloat16" if bf16 else "float32",
+                               device="cpu")
+    out = extract(loaded.model, loaded.tokenizer, frame["text"].tolist(), run.column("label"), max_length=MAX_LENGTH)
+    dynamics = run.dynamics()
+    np.testing.assert_allclose(dynamics.gold_prob[0], out["gold_prob"], atol=1e-6)
+    np.testing.assert_allclose(dynamics.loss[0], out["loss"], atol=1e-5)
+    np.testing.assert_array_equal(dynamics.pred[0], out["pred"])
+    assert next(model.parameters()).dtype == torch.float32  # the training weights were not cast
 
 
 def test_existing_run_is_not_overwritten_without_overwrite(trained):
@@ -311,6 +450,46 @@ def test_fine_tune_is_deterministic_for_a_seed_and_reports_progress(base_model, 
     assert np.array_equal(first.gold_prob, again.gold_prob) and np.array_equal(first.pred, again.pred)
     assert not np.array_equal(first.gold_prob, other.gold_prob)
     assert first.gold_prob[-1, :120].mean() > first.gold_prob[0, :120].mean()  # it learns
+
+
+def test_the_loop_records_in_training_dynamics_equal_to_a_recomputation(tmp_path):
+    from t3vis.training.demo import fine_tune
+
+    tokenizer = tiny_tokenizer(tmp_path / "tokenizer")
+    frame = examples()
+    recorder = DynamicsRecorder(tmp_path / "run", frame, label_names=LABELS, max_length=MAX_LENGTH, bf16=False)
+    model = tiny_model(3, **NO_DROPOUT)
+    recorder.start(model, tokenizer)
+    log = ForwardLog(model)
+    fine_tune(model, recorder, TrainConfig(epochs=2, learning_rate=3e-3, max_length=MAX_LENGTH, bf16=False))
+    run = Run(tmp_path / "run")
+    expect = log.recompute(2, frame["text"].tolist(), run.column("label"), tokenizer, 3)
+    dynamics = run.dynamics()
+    for key, values in expect.items():
+        got = getattr(dynamics, key)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(values))
+        np.testing.assert_allclose(got[:, :N_TRAIN], values[:, :N_TRAIN], atol=1e-5)
+    assert np.isnan(dynamics.train_gold_prob[:, N_TRAIN:]).all()
+
+
+def test_t3vis_train_keeps_a_saved_classifiers_class_ids(base_model, tmp_path, capsys):
+    names = ["tech", "business", "sport"]  # not sorted
+    model = tiny_model(3, id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+    save_model(model, tiny_tokenizer(tmp_path / "tokenizer"), tmp_path / "classifier")
+    argv = [str(base_model / "data.csv"), "--model", str(tmp_path / "classifier"), "--epochs", "1",
+            "--learning-rate", "3e-3", "--max-length", "48", "--no-pipeline"]
+    assert cli(["train", *argv, "--run", str(tmp_path / "run")]) == 0
+    run = Run(tmp_path / "run")
+    assert run.label_names == names
+    csv = pd.read_csv(base_model / "data.csv")
+    assert [names[i] for i in run.column("label")] == csv["label"].tolist()
+    saved, _ = load_checkpoint(run.checkpoint("epoch-1").weights_path)
+    assert saved.config.id2label == dict(enumerate(names))  # the classifier's mapping was kept, not re-sorted
+    other = tiny_model(3, id2label={0: "a", 1: "b", 2: "c"}, label2id={"a": 0, "b": 1, "c": 2})
+    save_model(other, tiny_tokenizer(tmp_path / "tokenizer"), tmp_path / "other")
+    with pytest.raises(DatasetError, match=r"do not match .*other/config.json id2label \{0: 'a', 1: 'b', 2: 'c'\}"):
+        cli(["train", *argv, "--run", str(tmp_path / "run2"), "--model", str(tmp_path / "other")])
+    assert not (tmp_path / "run2").exists()
 
 
 def test_t3vis_demo_refuses_to_replace_an_existing_run(tmp_path):

@@ -212,9 +212,9 @@ def test_table_pages_sorts_exports_and_picks_an_example(explorer):
     rows = np.flatnonzero(state.mask)
     table._step(+1)
     np.testing.assert_array_equal(table.table.value.index.to_numpy(), rows[20:40])
-    # header click on "loss" descending: sorts all selected rows, not just the page
-    table.table.sorters = [{"field": "loss", "dir": "desc"}]
-    loss = state.data.values("loss", state.checkpoint)
+    # header click on "mislabel_score" descending: sorts all selected rows, not just the page
+    table.table.sorters = [{"field": "mislabel_score", "dir": "desc"}]
+    loss = state.data.values("mislabel_score")
     order = rows[np.lexsort((rows, -loss[rows]))]
     np.testing.assert_array_equal(table.table.value.index.to_numpy(), order[:20])
     assert table.page == 1 and len(table.table.value) == 20
@@ -224,7 +224,9 @@ def test_table_pages_sorts_exports_and_picks_an_example(explorer):
     texts = state.data.text(order[:5])
     assert list(csv["text"][:5]) == list(texts)
     assert set(csv["label"]) <= set(state.data.label_names)
-    np.testing.assert_allclose(csv["loss"].to_numpy(), loss[order], rtol=1e-5)
+    np.testing.assert_allclose(csv["mislabel_score"].to_numpy(), loss[order], rtol=1e-5)
+    # the CSV's columns are the table's headers
+    assert [csv.index.name, *csv.columns] == ["row", *(table.table.titles[c] for c in table.table.value.columns)]
     # clicking a row picks that example for the instance view
     from panel.models.tabulator import CellClickEvent
 

@@ -6,7 +6,9 @@ Import the fixtures into a test module with ``from ui_fixtures import *``.
 from __future__ import annotations
 
 import json
+import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -84,7 +86,8 @@ def serve():
 
     def start(factory, path: str = "app") -> str:
         port = free_port()
-        servers.append(pn.serve({path: factory}, port=port, threaded=True, show=False, liveness=True))
+        servers.append(pn.serve({path: factory}, port=port, address="127.0.0.1", threaded=True, show=False,
+                                liveness=True))
         deadline = time.time() + 30
         while time.time() < deadline:
             try:
@@ -117,3 +120,67 @@ def chromium():
 
 def dump(obj) -> str:
     return json.dumps(obj, default=str)
+
+
+# ---------------------------------------------------------------------------------------------------- payloads
+#: What an injected script does: count itself in ``window.__xss`` (a test reads it; it must stay undefined).
+XSS = "window.__xss=(window.__xss||0)+1"
+#: Strings that run a script, form a link or break out of markup when a view renders them as markup (handlers
+#: quoted: Markdown passes an HTML tag through only if its attribute values are well formed).
+PAYLOADS = (
+    f'<img src=x onerror="{XSS}">',
+    f'<svg onload="{XSS}">',
+    f'b`<img src=x onerror="{XSS}">`',
+    f"[x](javascript:{XSS})",
+    f'"\'><img src=x onerror="{XSS}">',
+    "<img src=x onerror=alert(1)>",
+    f"**b** `c` _d_ # e <script>{XSS}</script> &lt;f&gt; ``g",
+)
+
+#: The payload run's metadata column (the views show '_' in a column name as a space: none here) and checkpoint.
+PAYLOAD_COLUMN = "<svg onload=alert(1)>"
+PAYLOAD_CHECKPOINT = "epoch-1 " + PAYLOADS[0]
+
+
+def payload_run(path: Path, n: int = 24) -> Path:
+    """A tiny model run whose strings are payloads: label names, example texts, a checkpoint name, a metadata
+    column's name and its values; with dynamics (data map) and a projection, so every view has something to show.
+    """
+    from tests.fixtures import tiny_model, tiny_tokenizer
+
+    from t3vis.models import model_info, save_model
+    from t3vis.store import schema
+
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 3, n)
+    frame = pd.DataFrame({
+        "text": [f"{PAYLOADS[i % len(PAYLOADS)]} market team film {i}" for i in range(n)],
+        "label": labels.astype(np.int16),
+        "split": np.where(np.arange(n) % 4 == 0, "validation", "train"),
+        PAYLOAD_COLUMN: [PAYLOADS[i % 2] for i in range(n)],
+    })
+    model = tiny_model(3, seed=5)
+    tokenizer = tiny_tokenizer(path.parent / f".{path.name}-tokenizer")
+    writer = RunWriter.create(path, examples=frame, label_names=[PAYLOADS[2], PAYLOADS[0], PAYLOADS[4]],
+                              model=model_info(model, tokenizer), dataset={"name": PAYLOADS[0]},
+                              name=PAYLOADS[1], extra_attrs={"training": {"max_length": 64}})
+    writer.write_epoch(1, gold_prob=rng.random(n).astype(np.float32), pred=rng.integers(0, 3, n),
+                       loss=rng.random(n).astype(np.float32))
+    ckpt = PAYLOAD_CHECKPOINT
+    save_model(model, tokenizer, path / writer.weights_dir(ckpt))
+    writer.add_checkpoint(ckpt, step=10, epoch=1, weights=writer.weights_dir(ckpt))
+    writer.write_array(f"checkpoints/{ckpt}/projection/umap/{schema.layer_key(2)}",
+                       rng.normal(0, 1, (n, 2)).astype(np.float32), attrs={"method": "umap", "layer": 2})
+    return path
+
+
+def stop(proc: subprocess.Popen) -> float:
+    """SIGTERM, and the seconds until the process is gone."""
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    return time.monotonic() - started

@@ -10,9 +10,10 @@ Typical use::
 
 from .bbc import load_bbc_news
 from .dataset import SPLITS, TextDataset, from_frame
+from .labels import align_labels, model_label_names
 from .loaders import load_table
 from .noise import inject_label_noise
 from .split import split_train_validation
 
-__all__ = ["SPLITS", "TextDataset", "from_frame", "inject_label_noise", "load_bbc_news", "load_table",
-           "split_train_validation"]
+__all__ = ["SPLITS", "TextDataset", "align_labels", "from_frame", "inject_label_noise", "load_bbc_news",
+           "load_table", "model_label_names", "split_train_validation"]

@@ -43,6 +43,9 @@ class TextDataset:
     source: str
     #: What was done to the data after loading (split, noise), with parameters: recorded in the run for reproducibility.
     steps: tuple[str, ...] = field(default=())
+    #: Whether the source gave integer class ids (names only attached to them) rather than class names: a model's
+    #: ``label2id`` may re-number names, never ids (see ``labels.align_labels``).
+    labels_are_ids: bool = False
 
     def __post_init__(self):
         _check_structure(self.frame, self.label_names, self.name)
@@ -156,12 +159,12 @@ def from_frame(
     meta = _metadata_columns(raw, metadata_columns, used=(text_column, label_column, split_column), where=source)
 
     text = _check_text(raw[text_column], source, text_column)
-    codes, names = encode_labels(raw[label_column], label_names, source, label_column)
+    codes, names, are_ids = encode_labels(raw[label_column], label_names, source, label_column)
     raw = raw.reset_index(drop=True)  # the index only named rows in messages
     split = raw[split_column].astype(str) if split_column is not None else pd.Series("train", index=raw.index)
     frame = pd.concat([text.reset_index(drop=True).rename("text"), pd.Series(codes, name="label"),
                        split.rename("split"), raw[meta]], axis=1)
-    return TextDataset(frame, names, name, source)
+    return TextDataset(frame, names, name, source, labels_are_ids=are_ids)
 
 
 def _require_columns(raw: pd.DataFrame, columns: list[str], where: str, what: str) -> None:
@@ -195,8 +198,9 @@ def _check_text(values: pd.Series, where: str, column: str) -> pd.Series:
 
 
 def encode_labels(values: pd.Series, label_names: list[str] | None, where: str, column: str = "label"
-                  ) -> tuple[np.ndarray, list[str]]:
-    """Class ids (int64) and class names for a label column holding names (strings) or integer ids.
+                  ) -> tuple[np.ndarray, list[str], bool]:
+    """Class ids (int64), class names, and whether the column held integer ids, for a label column holding
+    names (strings) or integer ids.
 
     Integers with ``label_names`` are indices into it; integers without are mapped, in sorted order, to names
     ``str(value)``. Strings must be among ``label_names`` when given; otherwise the sorted distinct strings are
@@ -255,7 +259,7 @@ def encode_labels(values: pd.Series, label_names: list[str] | None, where: str, 
         only = names[present[0]] if len(present) else None
         raise DatasetError(f"{where}: column {column!r} holds a single class ({only!r}); "
                            "expected at least 2 classes")
-    return codes, list(names)
+    return codes, list(names), bool(pd.api.types.is_integer_dtype(values))
 
 
 def _split_name(value) -> str | None:

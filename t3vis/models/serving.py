@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from ..errors import ModelError, T3VisError
 from .gates import gates_from_pruned, head_gates, install_head_gates
-from .inference import fast_bf16, length_batches, model_max_length, pad_ids, pad_token_id, tokenize
+from .inference import clip_text, fast_bf16, length_batches, model_max_length, pad_ids, pad_token_id, tokenize
 from .loading import load_checkpoint, weights_directory
 from .registry import num_layers_heads
 
@@ -282,7 +282,8 @@ class ModelServer:
             raise T3VisError(f"text: expected a string, got {type(text).__name__}")
         max_length = min(int(max_length or self.max_length), self.max_length)
         fast = bool(getattr(self.tokenizer, "is_fast", False))
-        enc = self.tokenizer(text, truncation=True, max_length=max_length, return_tensors="pt",
+        clipped = clip_text(text, max_length)  # a prefix: offsets still index ``text``
+        enc = self.tokenizer(clipped, truncation=True, max_length=max_length, return_tensors="pt",
                              return_special_tokens_mask=True, return_offsets_mapping=fast)
         ids = enc["input_ids"]
         special = tuple(bool(s) for s in enc["special_tokens_mask"][0].tolist())
@@ -295,8 +296,8 @@ class ModelServer:
         else:
             offsets = (None,) * len(tokens)
             word_ids = tuple(None if sp else i for i, sp in enumerate(special))
-            full = self.tokenizer(text, truncation=False, add_special_tokens=True)["input_ids"]
-            truncated = len(full) > max_length
+            full = self.tokenizer(clipped, truncation=False, add_special_tokens=True)["input_ids"]
+            truncated = len(clipped) < len(text) or len(full) > max_length
         return Encoding(text=text, input_ids=ids, attention_mask=enc["attention_mask"], tokens=tokens,
                         offsets=offsets, word_ids=word_ids, special=special, truncated=truncated,
                         max_length=max_length)

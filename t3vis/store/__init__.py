@@ -3,8 +3,8 @@
 from .location import Location
 from .reader import Checkpoint, Dynamics, Run
 from .schema import SCHEMA_VERSION
-from .validate import Problem, validate, validate_or_raise
+from .validate import Problem, Report, validate, validate_or_raise
 from .writer import RunWriter, iter_chunks
 
-__all__ = ["Checkpoint", "Dynamics", "Location", "Problem", "Run", "RunWriter", "SCHEMA_VERSION", "iter_chunks",
-           "validate", "validate_or_raise"]
+__all__ = ["Checkpoint", "Dynamics", "Location", "Problem", "Report", "Run", "RunWriter", "SCHEMA_VERSION",
+           "iter_chunks", "validate", "validate_or_raise"]

@@ -84,6 +84,14 @@ class Location:
     def open_group(self, rel: str, mode: str = "r") -> zarr.Group:
         return zarr.open_group(self.url_of(rel), mode=mode, zarr_format=3)
 
+    def zarr_store(self, rel: str, read_only: bool = True) -> zarr.abc.store.Store:
+        """The zarr store rooted at ``rel`` (to wrap, e.g. with ``integrity.CheckedStore``)."""
+        from zarr.storage import FsspecStore, LocalStore
+
+        if self.is_local:
+            return LocalStore(self.path(rel), read_only=read_only)
+        return FsspecStore.from_url(self.url_of(rel), read_only=read_only)
+
 
 def _protocols(fs) -> tuple[str, ...]:
     proto = fs.protocol

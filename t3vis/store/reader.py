@@ -1,8 +1,13 @@
-"""Reading a run store lazily: a column, a layer or a page of rows reads only those chunks."""
+"""Reading a run store lazily: a column, a layer or a page of rows reads only those chunks.
+
+Everything is read through ``integrity.CheckedStore`` and ``read``: a missing or corrupt chunk, or unreadable
+metadata, is a ``StoreError`` naming the array (and the chunk), never fill values or a bare codec error.
+"""
 
 from __future__ import annotations
 
 import posixpath
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Sequence
@@ -11,8 +16,9 @@ import numpy as np
 import pandas as pd
 import zarr
 
-from ..errors import SchemaVersionError, StoreError
+from ..errors import SchemaVersionError, StoreError, T3VisError
 from . import schema
+from .integrity import CheckedStore
 from .location import Location
 
 
@@ -25,16 +31,72 @@ class Dynamics:
     pred: np.ndarray
     loss: np.ndarray
     margin: np.ndarray | None = None
+    #: from the training forward passes (NaN where a row was not trained on that epoch); see schema
+    train_gold_prob: np.ndarray | None = None
+    train_margin: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class CrossFit:
+    """Out-of-sample class probabilities from ``t3vis crossfit``: ``probs [n, C]`` (NaN where ``fold`` is -1),
+    ``fold [n]`` (the fold whose model predicted the row, never one that trained on it) and how (``attrs``)."""
+
+    probs: np.ndarray
+    fold: np.ndarray
+    attrs: dict
+
+
+def read(arr: zarr.Array, selection: Any = Ellipsis) -> np.ndarray:
+    """``arr[selection]``, index arrays applied per axis; a damaged chunk is a StoreError naming array and chunk."""
+    try:
+        return _select(arr, selection)
+    except (T3VisError, OSError, MemoryError):  # named already, or the disk / memory, not the data
+        raise
+    except Exception as exc:  # a codec failed: find the chunk by reading again, checking every checksum first
+        raise _damage(arr, selection, exc) from None
+
+
+def _select(arr: zarr.Array, selection: Any) -> np.ndarray:
+    parts = selection if isinstance(selection, tuple) else (selection,)
+    if any(isinstance(p, (np.ndarray, list)) for p in parts):
+        return arr.get_orthogonal_selection(selection)
+    return arr[selection]
+
+
+def _damage(arr: zarr.Array, selection: Any, exc: Exception) -> StoreError:
+    store = arr.store if isinstance(arr.store, CheckedStore) else CheckedStore(arr.store, str(arr.store))
+    try:
+        _select(zarr.open_array(store=store.verifying(), path=arr.path, mode="r", zarr_format=3), selection)
+    except StoreError as named:
+        return named
+    except Exception:  # noqa: BLE001 - no checksum to name the chunk (a schema v1 array): report the array
+        pass
+    return StoreError(f"{store.where}/{arr.path}: cannot be decoded ({type(exc).__name__}: {exc}); "
+                      "`t3vis validate RUN` checks every chunk")
+
+
+@contextmanager
+def _metadata(where: str, members: bool = False):
+    """An unreadable ``zarr.json`` of node ``where`` (or of one of its ``members``, when listing) becomes a
+    StoreError; a KeyError (no such node) passes."""
+    try:
+        yield
+    except (KeyError, T3VisError):
+        raise
+    except Exception as exc:
+        what = f"{where}: the metadata of a member" if members else f"{where}/zarr.json"
+        raise StoreError(f"{what} cannot be read ({type(exc).__name__}: {exc}); "
+                         "`t3vis validate RUN` names every damaged file") from None
 
 
 def _rows_of(arr: zarr.Array, rows: "slice | np.ndarray | None") -> np.ndarray:
     """All of ``arr``, or the given rows of its first axis (reading only the chunks that hold them)."""
     if rows is None:
-        return arr[...]
+        return read(arr)
     if isinstance(rows, slice):
-        return arr[rows]
+        return read(arr, rows)
     rows = np.asarray(rows)
-    return arr.get_orthogonal_selection((rows,) + (slice(None),) * (arr.ndim - 1)) if len(rows) else arr[:0]
+    return read(arr, (rows,) + (slice(None),) * (arr.ndim - 1)) if len(rows) else read(arr, slice(0, 0))
 
 
 class Run:
@@ -46,17 +108,24 @@ class Run:
             raise StoreError(f"{self.loc.url}: run directory does not exist")
         if not self.loc.exists(schema.STORE_DIR, "zarr.json"):
             raise StoreError(f"{self.loc.url}: not a t3vis run (expected {schema.STORE_DIR}/zarr.json)")
+        self.where = self.loc.url_of(schema.STORE_DIR)
         try:
-            self.root = self.loc.open_group(schema.STORE_DIR, mode="r")
+            store = CheckedStore(self.loc.zarr_store(schema.STORE_DIR), where=self.where)
+            self.root = zarr.open_group(store=store, mode="r", zarr_format=3)
             attrs = dict(self.root.attrs)
         except Exception as exc:  # corrupt metadata
             raise StoreError(f"{self.loc.url}/{schema.STORE_DIR}: cannot be read as a Zarr v3 group ({exc})") from exc
         version = attrs.get("schema_version")
-        if version != schema.SCHEMA_VERSION:
+        if version not in schema.READABLE_VERSIONS:
+            advice = ("upgrade t3vis" if isinstance(version, int) and version > schema.SCHEMA_VERSION
+                      else "re-create the run with this version of t3vis")
             raise SchemaVersionError(
-                f"{self.loc.url}: schema_version is {version!r}, this t3vis reads version {schema.SCHEMA_VERSION}"
-                " (re-create the run with this version of t3vis)")
+                f"{self.loc.url}: schema_version is {version!r}, this t3vis reads versions "
+                f"{', '.join(map(str, schema.READABLE_VERSIONS))} ({advice})")
         self.attrs = attrs
+
+    def _meta(self, path: str, members: bool = False):
+        return _metadata(f"{self.where}/{path}", members)
 
     def __repr__(self) -> str:
         return f"Run({self.loc.url!r}, n={self.n_examples}, checkpoints={self.checkpoints})"
@@ -86,17 +155,24 @@ class Run:
     def num_heads(self) -> int:
         return int(self.model["num_heads"])
 
+    @property
+    def checked(self) -> bool:
+        """Whether every array of the run has checksums and all its chunks (schema version 2 on)."""
+        return self.attrs["schema_version"] >= 2
+
     # ------------------------------------------------------------------ examples
     @cached_property
     def columns(self) -> list[str]:
-        return sorted(self.root["examples"].array_keys())
+        with self._meta("examples", members=True):
+            return sorted(self.root["examples"].array_keys())
 
     def column_attrs(self, name: str) -> dict:
         return dict(self._column_array(name).attrs)
 
     def _column_array(self, name: str) -> zarr.Array:
         try:
-            return self.root[f"examples/{name}"]
+            with self._meta(f"examples/{name}"):
+                return self.root[f"examples/{name}"]
         except KeyError:
             raise StoreError(f"{self.loc.url}: no example column '{name}' (have {self.columns})") from None
 
@@ -122,13 +198,21 @@ class Run:
 
     def text(self, rows: "slice | np.ndarray | int") -> "str | np.ndarray":
         if isinstance(rows, (int, np.integer)):
-            return str(self._column_array("text")[int(rows)])
+            return str(read(self._column_array("text"), int(rows)))
         return self.column("text", rows)
 
     # ------------------------------------------------------------------ dynamics
     def epochs(self) -> list[int]:
+        with self._meta("dynamics", members=True):
+            return sorted(int(k) for k in self.root["dynamics"].group_keys())
+
+    def dynamics_arrays(self) -> list[str]:
+        """Names of the dynamics arrays every recorded epoch has (metadata only; none before the first epoch)."""
+        epochs = self.epochs()
         g = self.root["dynamics"]
-        return sorted(int(k) for k in g.group_keys())
+        with self._meta("dynamics", members=True):
+            names = [set(g[str(e)].array_keys()) for e in epochs]
+        return sorted(set.intersection(*names)) if names else []
 
     def dynamics(self) -> Dynamics | None:
         """Stack every recorded epoch; ``None`` when none has been recorded."""
@@ -136,17 +220,27 @@ class Run:
         if not epochs:
             return None
         g = self.root["dynamics"]
-        stack = {key: np.stack([g[f"{e}/{key}"][:] for e in epochs]) for key in schema.DYNAMICS_ARRAYS}
-        if all("margin" in g[str(e)] for e in epochs):
-            stack["margin"] = np.stack([g[f"{e}/margin"][:] for e in epochs])
+        with self._meta("dynamics", members=True):
+            stack = {key: np.stack([read(g[f"{e}/{key}"]) for e in epochs]) for key in schema.DYNAMICS_ARRAYS}
+            for key in schema.OPTIONAL_DYNAMICS_ARRAYS:  # only when every epoch has it
+                if all(key in g[str(e)] for e in epochs):
+                    stack[key] = np.stack([read(g[f"{e}/{key}"]) for e in epochs])
         return Dynamics(epochs=np.asarray(epochs), **stack)
+
+    def crossfit(self) -> CrossFit | None:
+        """The cross-fitted probabilities, or ``None`` before ``t3vis crossfit``."""
+        if schema.CROSSFIT_GROUP not in self.root:
+            return None
+        g = self.root[schema.CROSSFIT_GROUP]
+        return CrossFit(probs=read(g["probs"]), fold=read(g["fold"]), attrs=dict(g.attrs))
 
     # ------------------------------------------------------------------ checkpoints
     @property
     def checkpoints(self) -> list[str]:
         """Checkpoint names ordered by training step."""
-        g = self.root["checkpoints"]
-        return sorted(g.group_keys(), key=lambda k: (g[k].attrs.get("step", 0), k))
+        with self._meta("checkpoints", members=True):
+            g = self.root["checkpoints"]
+            return sorted(g.group_keys(), key=lambda k: (g[k].attrs.get("step", 0), k))
 
     def checkpoint(self, name: str) -> "Checkpoint":
         if name not in self.checkpoints:
@@ -160,7 +254,9 @@ class Checkpoint:
     def __init__(self, run: Run, name: str):
         self.run = run
         self.name = name
-        self.group: zarr.Group = run.root[f"checkpoints/{name}"]
+        self.path = f"checkpoints/{name}"
+        with run._meta(self.path):
+            self.group: zarr.Group = run.root[self.path]
         self.attrs = dict(self.group.attrs)
 
     def __repr__(self) -> str:
@@ -186,15 +282,18 @@ class Checkpoint:
 
     @property
     def arrays(self) -> list[str]:
-        return sorted(self.group.array_keys())
+        with self.run._meta(self.path, members=True):
+            return sorted(self.group.array_keys())
 
     def has(self, name: str) -> bool:
-        return name in self.group
+        with self.run._meta(f"{self.path}/{name}"):
+            return name in self.group
 
     def array(self, name: str) -> zarr.Array:
         """The lazy zarr array ``name`` (index it to read)."""
         try:
-            return self.group[name]
+            with self.run._meta(f"{self.path}/{name}"):
+                return self.group[name]
         except KeyError:
             raise StoreError(f"checkpoint '{self.name}': '{name}' has not been written yet "
                              f"(have {self.arrays}; run `t3vis pipeline`)") from None
@@ -211,25 +310,30 @@ class Checkpoint:
         if not 0 <= layer < arr.shape[0]:
             raise StoreError(f"layer {layer}: expected 0..{arr.shape[0] - 1} (0 is the embedding output)")
         if rows is None:
-            return arr[layer]
+            return read(arr, layer)
         if isinstance(rows, slice):
-            return arr[layer, rows]
-        return arr.get_orthogonal_selection((layer, np.asarray(rows), slice(None)))
+            return read(arr, (layer, rows))
+        return read(arr, (layer, np.asarray(rows), slice(None)))
 
     # projections ------------------------------------------------------------------
     def projections(self) -> list[tuple[str, int]]:
         """(method, layer) pairs available."""
-        if "projection" not in self.group:
-            return []
-        g = self.group["projection"]
-        return sorted((m, schema.parse_layer_key(k)) for m in g.group_keys() for k in g[m].array_keys())
+        with self.run._meta(f"{self.path}/projection", members=True):
+            if "projection" not in self.group:
+                return []
+            g = self.group["projection"]
+            return sorted((m, schema.parse_layer_key(k)) for m in g.group_keys() for k in g[m].array_keys())
 
     def projection(self, method: str, layer: int) -> np.ndarray:
-        key = posixpath.join("projection", method, schema.layer_key(layer))
-        if key not in self.group:
-            raise StoreError(f"checkpoint '{self.name}': no {method} projection of layer {layer} "
-                             f"(have {self.projections()}; run `t3vis project`)")
-        return self.group[key][:]
+        return read(self._projection(method, layer))
 
     def projection_attrs(self, method: str, layer: int) -> dict[str, Any]:
-        return dict(self.group[posixpath.join("projection", method, schema.layer_key(layer))].attrs)
+        return dict(self._projection(method, layer).attrs)
+
+    def _projection(self, method: str, layer: int) -> zarr.Array:
+        key = posixpath.join("projection", method, schema.layer_key(layer))
+        with self.run._meta(f"{self.path}/{key}"):
+            if key in self.group:
+                return self.group[key]
+        raise StoreError(f"checkpoint '{self.name}': no {method} projection of layer {layer} "
+                         f"(have {self.projections()}; run `t3vis project`)")

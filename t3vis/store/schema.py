@@ -6,24 +6,35 @@ A run directory holds a Zarr v3 group ``store.zarr`` and the checkpoint weights 
       store.zarr/                      root attrs: schema_version, name, model, dataset, label_names, ...
         examples/<column>              one 1-D array per column, length n (text, label, split, length, ...)
         dynamics/<epoch>/{gold_prob,pred,loss}   one group per recorded epoch, arrays of length n
+                         [margin, train_gold_prob, train_margin]   optional (OPTIONAL_DYNAMICS_ARRAYS)
         checkpoints/<name>/            attrs: step, epoch, weights, complete
           hidden_cls, hidden_mean      [layers + 1, n, hidden] float16 (embeddings output is layer 0)
           logits [n, C], loss, pred, gold_prob, length [n]
           projection/<method>/layer_<k>   [n, 2] float32
           head_importance, head_importance_raw   [layers, heads] float32
           attention                    [layers, heads, m, m] float32 (mean attention over a sample)
+        crossfit/{probs,fold}          optional (`t3vis crossfit`): out-of-sample probabilities [n, C] float32
+                                       (NaN where not cross-fitted) and each row's fold [n] (-1: none)
       weights/<name>/                  model.safetensors, config.json, tokenizer files
       .staging/, .progress/            units being written (never read by the app)
 
 Every array or group below ``store.zarr`` appears only once it is complete: it is written under
 ``.staging/`` and renamed into place (see ``writer.py``).
+
+Versions: 2 (this one) checksums every chunk (Zarr v3 ``crc32c`` codec, last in the codec chain) and stores every
+chunk, even one equal to the fill value, so an absent chunk is damage and never silently reads as zeros
+(``integrity.py``). Version 1 runs (no checksums; chunks equal to the fill value were not stored) still open and
+read as before; ``validate`` reports them as unchecked. Arrays written into a version 1 run by this version (the
+pipelines adding a checkpoint's arrays) carry checksums and are checked: the codec chain says which arrays are.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Versions this t3vis opens; 1 is read without integrity guarantees (see the module docstring).
+READABLE_VERSIONS = (1, 2)
 STORE_DIR = "store.zarr"
 WEIGHTS_DIR = "weights"
 STAGING_DIR = ".staging"
@@ -46,8 +57,14 @@ SPLITS = ("train", "validation")
 KINDS = ("id", "text", "string", "categorical", "continuous", "flag")
 
 DYNAMICS_ARRAYS = {"gold_prob": np.float32, "pred": np.int16, "loss": np.float32}
-#: Recorded when the recorder has full probabilities: gold-label probability minus the largest other one (AUM).
-OPTIONAL_DYNAMICS_ARRAYS = {"margin": np.float32}
+#: Recorded when the recorder has full probabilities: gold-label probability minus the largest other one (AUM);
+#: ``train_*``: the same from the training forward passes (before each update), the mean over the epoch's visits,
+#: NaN for rows not trained on that epoch.
+OPTIONAL_DYNAMICS_ARRAYS = {"margin": np.float32, "train_gold_prob": np.float32, "train_margin": np.float32}
+
+#: Optional group of K-fold cross-fitted class probabilities (``t3vis crossfit``); name -> dtype.
+CROSSFIT_GROUP = "crossfit"
+CROSSFIT_ARRAYS = {"probs": np.float32, "fold": np.int16}
 
 #: name -> (shape template, dtype kind). Symbols: L layers, H heads, D hidden, n examples, C classes, m positions.
 CHECKPOINT_ARRAYS = {

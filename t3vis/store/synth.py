@@ -56,11 +56,15 @@ def synth_run(path, n: int, *, seed: int = 0, checkpoints: int = 4, num_layers: 
     epochs = checkpoints - 1
     base = np.select([difficulty == 0, difficulty == 1], [0.9, 0.55], 0.25)
     base = np.where(flipped, 0.08, base)
+    extra = np.random.default_rng([seed, 1])  # margins and in-training values; leaves the other draws as they were
     for e in range(1, epochs + 1):
         t = e / epochs
         p = np.clip(base * (0.5 + 0.5 * t) + rng.normal(0, 0.05 + 0.1 * (difficulty == 1), n), 1e-3, 1 - 1e-3)
         pred = np.where(rng.random(n) < p, label, (label + rng.integers(1, k, n)) % k)
-        writer.write_epoch(e, gold_prob=p.astype(np.float32), pred=pred, loss=-np.log(p).astype(np.float32))
+        train_p = np.clip(p * 0.9 + extra.normal(0, 0.1, n), 1e-3, 1 - 1e-3)
+        train_p[split != "train"] = np.nan  # in-training values exist only for rows trained on
+        writer.write_epoch(e, gold_prob=p.astype(np.float32), pred=pred, loss=-np.log(p).astype(np.float32),
+                           margin=_margin(p, extra), train_gold_prob=train_p, train_margin=_margin(train_p, extra))
 
     centers = rng.normal(0, 6, (k, 2))
     for c in range(checkpoints):
@@ -102,6 +106,11 @@ def synth_run(path, n: int, *, seed: int = 0, checkpoints: int = 4, num_layers: 
             writer.mark_checkpoint_complete(ckpt)
     writer.update_attrs(complete=True)
     return writer
+
+
+def _margin(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """p(gold) - max p(other), with the largest other class taking 40-100 % of the remaining mass."""
+    return (p - (1 - p) * rng.uniform(0.4, 1.0, len(p))).astype(np.float32)
 
 
 def _texts(rng: np.random.Generator, classes: np.ndarray, n: int) -> np.ndarray:

@@ -4,6 +4,9 @@ Units (an epoch of dynamics, one checkpoint array, a projection) are written und
 into ``store.zarr`` when complete. A unit written chunk by chunk (the pipelines' extraction) marks each finished
 chunk under ``.progress/`` so that a killed run resumes where it stopped. Completion markers (a checkpoint's
 ``complete`` attr, the run's ``complete`` attr) are written last.
+
+Every array is made by ``create_array``: each chunk carries a CRC-32C and every chunk is stored, even one equal to
+the fill value, so that damage (a missing, truncated or altered chunk) is an error on read (``integrity.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 import zarr
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
 from .. import __version__
 from ..errors import RunExistsError, StoreError
@@ -23,6 +26,13 @@ from . import schema
 from .location import Location
 
 COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+#: Strings (vlen-utf8): zarr's default for them.
+STRING_COMPRESSOR = ZstdCodec(level=0)
+#: Last in every codec chain: a chunk whose bytes changed fails its read instead of decoding to garbage.
+CHECKSUM = Crc32cCodec()
+#: zarr does not store this in the metadata: every handle that writes an array must be opened with it. Without it
+#: zarr skips (and deletes) chunks equal to the fill value, and a missing chunk could not be told from damage.
+ARRAY_CONFIG = {"write_empty_chunks": True}
 #: A string column with more distinct values than this is stored as strings, not categories.
 MAX_CATEGORIES = 256
 #: Columns holding label indices (decoded with the run's label names).
@@ -66,6 +76,19 @@ def encode_column(name: str, series: pd.Series) -> tuple[np.ndarray, dict]:
         return _strings(strings), {"kind": "string"}
     cat = pd.Categorical(strings)
     return cat.codes.astype(np.int32), {"kind": "categorical", "categories": [str(c) for c in cat.categories]}
+
+
+def create_array(url: str, *, shape: tuple[int, ...], dtype, chunks: tuple[int, ...]) -> zarr.Array:
+    """The one way the project makes an array: blosc (zstd for strings), then a checksum; every chunk stored."""
+    strings = dtype is str or np.dtype(dtype).kind in "TUO"
+    compressors = (STRING_COMPRESSOR if strings else COMPRESSOR, CHECKSUM)
+    return zarr.create_array(url, shape=shape, dtype=str if strings else dtype, chunks=chunks,
+                             compressors=compressors, config=ARRAY_CONFIG, zarr_format=3)
+
+
+def open_array(url: str) -> zarr.Array:
+    """An existing (staged) array, to write more of its chunks with the same guarantees as ``create_array``."""
+    return zarr.open_array(url, mode="r+", zarr_format=3).with_config(ARRAY_CONFIG)
 
 
 def _strings(series: pd.Series) -> np.ndarray:
@@ -133,7 +156,7 @@ class RunWriter:
             "n_examples": int(len(examples)),
             **(dict(extra_attrs) if extra_attrs else {}),
         })
-        ex = root.create_group("examples")
+        root.create_group("examples")
         n = len(examples)
         for col in examples.columns:
             values, attrs = encode_column(col, examples[col])
@@ -143,8 +166,8 @@ class RunWriter:
                 values, attrs = _encode_split(examples[col])
             is_str = isinstance(values.dtype, np.dtypes.StringDType)
             rows = min(chunk_rows, schema.TEXT_CHUNK_ROWS) if is_str else chunk_rows
-            arr = ex.create_array(col, shape=(n,), chunks=(max(1, min(rows, n)),),
-                                  dtype=str if is_str else values.dtype, compressors="auto" if is_str else COMPRESSOR)
+            arr = create_array(loc.url_of(staged, "examples", col), shape=(n,), chunks=(max(1, min(rows, n)),),
+                               dtype=values.dtype)
             if n:
                 arr[:] = values
             arr.attrs.update(attrs)
@@ -201,8 +224,7 @@ class RunWriter:
         values = np.asarray(values)
         rel = self._new_staged(unit)
         chunks = schema.default_chunks(unit, values.shape, chunk_rows)
-        a = zarr.create_array(self.loc.url_of(rel), shape=values.shape, dtype=values.dtype, chunks=chunks,
-                              compressors=COMPRESSOR, zarr_format=3)
+        a = create_array(self.loc.url_of(rel), shape=values.shape, dtype=values.dtype, chunks=chunks)
         a[...] = values
         if attrs:
             a.attrs.update(dict(attrs))
@@ -216,8 +238,8 @@ class RunWriter:
         for name, values in arrays.items():
             values = np.asarray(values)
             chunks = schema.default_chunks(name, values.shape, chunk_rows or schema.CHUNK_ROWS)
-            g.create_array(name, shape=values.shape, dtype=values.dtype, chunks=chunks,
-                           compressors=COMPRESSOR)[...] = values
+            create_array(self.loc.url_of(rel, name), shape=values.shape, dtype=values.dtype,
+                         chunks=chunks)[...] = values
         if attrs:
             g.attrs.update(dict(attrs))
         self.commit(unit)
@@ -231,15 +253,14 @@ class RunWriter:
         """
         rel = posixpath.join(schema.STAGING_DIR, unit)
         if self.loc.exists(rel, "zarr.json"):
-            a = zarr.open_array(self.loc.url_of(rel), mode="r+", zarr_format=3)
+            a = open_array(self.loc.url_of(rel))
             if (tuple(a.shape) == tuple(shape) and np.dtype(a.dtype) == np.dtype(dtype)
                     and tuple(a.chunks) == tuple(chunks)):
                 return a
             self.loc.rm(schema.PROGRESS_DIR, unit)
         self.loc.rm(rel)
         self.loc.rm(schema.PROGRESS_DIR, unit)
-        a = zarr.create_array(self.loc.url_of(rel), shape=shape, dtype=dtype, chunks=chunks,
-                              compressors=COMPRESSOR, zarr_format=3)
+        a = create_array(self.loc.url_of(rel), shape=shape, dtype=dtype, chunks=chunks)
         if attrs:
             a.attrs.update(dict(attrs))
         return a
@@ -256,12 +277,16 @@ class RunWriter:
 
     # ------------------------------------------------------------------ dynamics
     def write_epoch(self, epoch: int, *, gold_prob: np.ndarray, pred: np.ndarray, loss: np.ndarray,
-                    margin: np.ndarray | None = None, step: int | None = None) -> None:
-        """Record one epoch of training dynamics for every example (atomic per epoch)."""
+                    step: int | None = None, **optional: np.ndarray | None) -> None:
+        """Record one epoch of training dynamics for every example (atomic per epoch); ``optional``: arrays of
+        ``schema.OPTIONAL_DYNAMICS_ARRAYS`` (margin, train_gold_prob, train_margin), None ones left out."""
         n = self.n_examples
+        unknown = sorted(set(optional) - set(schema.OPTIONAL_DYNAMICS_ARRAYS))
+        if unknown:
+            raise StoreError(f"dynamics: unknown array(s) {unknown}; expected among "
+                             f"{sorted(schema.OPTIONAL_DYNAMICS_ARRAYS)}")
         arrays = {"gold_prob": gold_prob, "pred": pred, "loss": loss}
-        if margin is not None:
-            arrays["margin"] = margin
+        arrays.update({k: v for k, v in optional.items() if v is not None})
         dtypes = {**schema.DYNAMICS_ARRAYS, **schema.OPTIONAL_DYNAMICS_ARRAYS}
         for key, values in arrays.items():
             if np.shape(values) != (n,):
@@ -269,6 +294,16 @@ class RunWriter:
             arrays[key] = np.asarray(values).astype(dtypes[key])
         self.write_group(f"dynamics/{int(epoch)}", arrays, {"epoch": int(epoch), "step": step},
                          chunk_rows=schema.COLUMN_CHUNK_ROWS)
+
+    def write_crossfit(self, probs: np.ndarray, fold: np.ndarray, attrs: Mapping[str, Any]) -> None:
+        """Record cross-fitted probabilities ``[n, C]`` (NaN on rows not cross-fitted) and each row's fold ``[n]``
+        (-1: none), atomically, replacing an older cross-fit; ``attrs`` say how (folds, seed, config)."""
+        n, classes = self.n_examples, len(self.root.attrs["label_names"])
+        if np.shape(probs) != (n, classes) or np.shape(fold) != (n,):
+            raise StoreError(f"crossfit: expected probs ({n}, {classes}) and fold ({n},), got "
+                             f"{np.shape(probs)} and {np.shape(fold)}")
+        arrays = {k: np.asarray(v).astype(schema.CROSSFIT_ARRAYS[k]) for k, v in {"probs": probs, "fold": fold}.items()}
+        self.write_group(schema.CROSSFIT_GROUP, arrays, attrs, chunk_rows=schema.COLUMN_CHUNK_ROWS)
 
     # ------------------------------------------------------------------ checkpoints
     def add_checkpoint(self, name: str, *, step: int, epoch: float, weights: str | None = None,

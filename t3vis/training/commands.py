@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from .. import argtypes
 from .demo import TrainConfig
 
 
@@ -88,10 +89,11 @@ def _bf16(value: str) -> bool | None:
 
 
 def _common(p: argparse.ArgumentParser, defaults: TrainConfig, noise: float) -> None:
-    p.add_argument("--epochs", type=int, default=defaults.epochs, help=f"default {defaults.epochs}")
-    p.add_argument("--noise", type=float, default=noise,
+    p.add_argument("--epochs", type=argtypes.positive_int, default=defaults.epochs, help=f"default {defaults.epochs}")
+    p.add_argument("--noise", type=argtypes.fraction, default=noise,
                    help=f"fraction of training labels to flip, to score mislabel detection (default {noise})")
-    p.add_argument("--seed", type=int, default=defaults.seed, help="seed for split, noise, head init, order")
+    p.add_argument("--seed", type=argtypes.non_negative_int, default=defaults.seed,
+                   help="seed for split, noise, head init, order")
     p.add_argument("--overwrite", action="store_true", help="replace a run that already exists there")
     p.add_argument("--no-pipeline", action="store_true",
                    help="only train (run `t3vis pipeline` later for hidden states, importance, projections)")
@@ -105,7 +107,8 @@ def register(subparsers) -> None:
         description="Fine-tune the bundled all-MiniLM-L6-v2 on BBC News (2,225 articles, 5 topics; 80/20 split) "
         "with 5% of the training labels flipped, recording training dynamics and a checkpoint per epoch, then "
         "run the pipelines. Writes <runs-dir>/bbc-news-minilm.")
-    p.add_argument("--runs-dir", default=None, help="runs directory (default $T3VIS_RUNS_DIR or ./runs)")
+    p.add_argument("--runs-dir", type=argtypes.output_dir, default=None,
+                   help="runs directory (default $T3VIS_RUNS_DIR or ./runs)")
     _common(p, defaults, noise=0.05)
     p.set_defaults(func=cmd_demo)
 
@@ -114,19 +117,21 @@ def register(subparsers) -> None:
         description="Fine-tune a local Hugging Face model directory on a labelled text file (CSV, TSV, JSONL, "
         "JSON, Parquet, or a datasets save_to_disk directory), recording training dynamics and a checkpoint per "
         "epoch into RUN, then run the pipelines. Without a split column, 20% of the rows are held out.")
-    p.add_argument("data", help="dataset file or directory")
-    p.add_argument("--model", required=True, help="model directory (config.json, safetensors, tokenizer)")
-    p.add_argument("--run", required=True, help="run directory to write")
+    p.add_argument("data", type=argtypes.existing_path, help="dataset file or directory")
+    p.add_argument("--model", type=argtypes.existing_dir, required=True,
+                   help="model directory (config.json, safetensors, tokenizer)")
+    p.add_argument("--run", type=argtypes.output_dir, required=True, help="run directory to write")
     p.add_argument("--name", default=None, help="run name (default: the directory name)")
     p.add_argument("--text-column", default="text")
     p.add_argument("--label-column", default="label")
     p.add_argument("--split-column", default=None, help="column of train/validation names (default: 'split' "
                    "if present)")
-    p.add_argument("--validation-fraction", type=float, default=0.2,
+    p.add_argument("--validation-fraction", type=argtypes.open_fraction, default=0.2,
                    help="held-out share when the data has no validation rows (default 0.2)")
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    p.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    p.add_argument("--max-length", type=int, default=defaults.max_length, help="tokens per input (truncation)")
+    p.add_argument("--batch-size", type=argtypes.positive_int, default=defaults.batch_size)
+    p.add_argument("--learning-rate", type=argtypes.positive_float, default=defaults.learning_rate)
+    p.add_argument("--max-length", type=argtypes.token_count, default=defaults.max_length,
+                   help="tokens per input (truncation)")
     p.add_argument("--bf16", type=_bf16, default=None, metavar="{auto,on,off}",
                    help="bf16 autocast (default auto: where the hardware is fast at it)")
     _common(p, defaults, noise=0.0)

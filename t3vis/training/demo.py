@@ -89,11 +89,14 @@ def train_run(path, dataset, *, model_path, config: TrainConfig = TrainConfig(),
               progress: Progress | None = None, pipeline: bool = True, name: str | None = None) -> Path:
     """Fine-tune the model at ``model_path`` on ``dataset`` (a ``TextDataset``: ``train`` rows are trained on,
     all rows are measured) and write a run at ``path``; with ``pipeline``, run the pipelines on it afterwards."""
+    from ..data import align_labels
     from ..models import load_model
 
     config = config.check()
     progress = progress or _quiet
     train_share = 1.0 - PIPELINE_SHARE if pipeline else 1.0
+    # a saved classifier keeps its class ids: the data is numbered through its label2id, never the reverse
+    dataset = align_labels(dataset, saved_label_names(model_path), where=f"{model_path}/config.json id2label")
     recorder = DynamicsRecorder(path, dataset, max_length=config.max_length, bf16=config.bf16,
                                 overwrite=overwrite, name=name,
                                 training_args={"loop": "t3vis.training.demo", "config": asdict(config)})
@@ -107,6 +110,22 @@ def train_run(path, dataset, *, model_path, config: TrainConfig = TrainConfig(),
         recorder.writer.update_attrs(complete=True)
     progress("done", 1.0)
     return Path(path)
+
+
+def saved_label_names(model_path) -> list[str] | None:
+    """The class names of the classifier saved at ``model_path`` (its config's id2label), or None for a base
+    model, placeholder names or an unreadable directory (``load_model`` then says what is wrong)."""
+    from transformers import AutoConfig
+
+    from ..data import model_label_names
+
+    try:
+        config = AutoConfig.from_pretrained(model_path, local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not any(a.endswith("ForSequenceClassification") for a in config.architectures or ()):
+        return None
+    return model_label_names(config)
 
 
 # ------------------------------------------------------------------------------------------------ the loop
@@ -141,7 +160,9 @@ def fine_tune(model: torch.nn.Module, recorder: DynamicsRecorder, config: TrainC
               progress: Progress = _quiet) -> list[dict]:
     """Train on the recorder's ``train`` rows for ``config.epochs`` epochs; the recorder measures each epoch.
 
-    Stops with ``TrainingError`` at the first NaN/inf loss (the checkpoints written so far stay in the run).
+    Each training batch's logits go to ``recorder.record_batch`` (when it has one) before the update: the
+    in-training dynamics. Stops with ``TrainingError`` at the first NaN/inf loss (the checkpoints written so far
+    stay in the run).
     """
     token_ids, labels = recorder.token_ids, torch.tensor(recorder.labels)
     train_rows = np.flatnonzero(recorder.split == "train")
@@ -152,6 +173,7 @@ def fine_tune(model: torch.nn.Module, recorder: DynamicsRecorder, config: TrainC
     device = model_device(model)
     bf16 = fast_bf16(device) if config.bf16 is None else bool(config.bf16)
     pad_id, side = pad_id_of(recorder.tokenizer), getattr(recorder.tokenizer, "padding_side", "right")
+    record = getattr(recorder, "record_batch", None)
 
     steps_per_epoch = math.ceil(len(train_rows) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
@@ -169,7 +191,10 @@ def fine_tune(model: torch.nn.Module, recorder: DynamicsRecorder, config: TrainC
             rows = train_rows[batch]
             inputs = {k: v.to(device) for k, v in collate(token_ids, rows, pad_id, side).items()}
             with autocast(device, bf16):
-                loss = model(**inputs, labels=labels[rows].to(device)).loss
+                out = model(**inputs, labels=labels[rows].to(device))
+            if record is not None:
+                record(rows, out.logits)
+            loss = out.loss
             value = float(loss.detach())
             recorder.check_finite(model, step=step, loss=value)
             loss.backward()

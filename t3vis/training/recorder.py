@@ -1,12 +1,19 @@
 """Record training dynamics and checkpoints into a run store, from any training loop.
 
-What is measured, and when: at the end of every epoch the model is switched to eval mode and run, without
-gradients, over every example of the run (train *and* validation rows); for each example we keep the
-probability of the gold label, the prediction, the loss and the margin p(gold) - max p(other) (for AUM).
-allenai/cartography instead reuses the training forward passes; those mix dropout noise and a model that changes
-during the epoch into the variability. An eval-mode pass measures exactly the model saved as that epoch's
-checkpoint, so dynamics and checkpoints agree. Validation rows are recorded as held-out reference points; data
-maps and mislabel scores use the training split.
+What is measured, and when, two ways:
+
+- At the end of every epoch the model is run in eval mode, without gradients, over every example of the run (train
+  *and* validation rows), exactly as the pipelines' extraction runs a checkpoint (``predict_logits``: the same
+  batching, right padding, and weights cast to the same dtype), so the dynamics of epoch k equal what ``t3vis
+  extract`` gives for checkpoint ``epoch-k``. Per example: the probability of the gold label, the prediction, the
+  loss and the margin p(gold) - max p(other). The data map (confidence, variability, correctness) uses these.
+- During training, the logits the training forward passes already compute (``record_batch``; no extra pass):
+  per example, p(gold) and the margin each time it is trained on, before its update, averaged per epoch
+  (``train_gold_prob``, ``train_margin``; NaN for rows not trained on). This is what AUM (Pleiss et al. 2020)
+  and Data Maps (Swayamdipta et al. 2020) record; it sees a wrong label before the model memorises it, which an
+  end-of-epoch measurement cannot once the label is fitted within the first epoch.
+
+Validation rows are recorded as held-out reference points; data maps and mislabel scores use the training split.
 
 Checkpoints: ``epoch-0`` is the pre-trained state (before the first step), ``epoch-k`` the model after epoch k;
 weights are safetensors in ``<run>/weights/<name>/`` (with config and tokenizer), reloadable with
@@ -17,48 +24,46 @@ Use it from your own loop::
     recorder = DynamicsRecorder("runs/my-run", dataset)      # a TextDataset, DataFrame or datasets.Dataset
     recorder.start(model, tokenizer)                          # creates the run; saves checkpoint epoch-0
     for epoch in range(1, epochs + 1):
-        ...                                                   # train one epoch
+        for rows in batches:                                  # rows: indices into the dataset
+            out = model(**inputs_of(rows), labels=...)
+            recorder.record_batch(rows, out.logits)           # optional: in-training dynamics
+            ...                                               # backward, step
         recorder.on_epoch_end(model, epoch=epoch, step=step)  # dynamics + checkpoint epoch-<epoch>
     recorder.finish()
+
+Labels mean the model's labels: at ``start`` the examples' class ids are aligned with the model's
+``config.id2label`` (``t3vis.data.align_labels``): string labels are numbered through its ``label2id``, and data
+whose labels the model does not know is refused with an error naming both mappings.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 import time
+import warnings
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from ..errors import DatasetError, RunExistsError, TrainingError
+from ..models.inference import clip_text, fast_bf16, length_batches
 from ..store import RunWriter, schema
 from ..store.location import Location
 
 #: How the dynamics were measured, recorded in the run's ``training`` attrs.
-MEASUREMENT = ("eval mode, no dropout, over all examples (train and validation) at the end of each epoch; "
-               "checkpoint epoch-k holds the weights that were measured for epoch k")
+MEASUREMENT = ("eval mode, no dropout, over all examples (train and validation) at the end of each epoch, batched "
+               "and cast like the pipelines' extraction; checkpoint epoch-k holds the weights measured for epoch k. "
+               "train_gold_prob/train_margin: from the training forward passes, before each update, mean per epoch")
 #: Longest input measured when neither the caller nor the model says otherwise.
 DEFAULT_MAX_LENGTH = 512
 
 
 # ------------------------------------------------------------------------------------------------ precision
-def fast_bf16(device: "torch.device | str" = "cpu") -> bool:
-    """Whether bf16 autocast pays on ``device``: a GPU with bf16, or a CPU with AMX or AVX512-BF16.
-
-    Elsewhere bf16 is emulated and slower than float32, so float32 is used.
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
-        return False
-    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
-
-
 def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast for training steps (measurement casts the weights instead, see ``predict_logits``)."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
@@ -112,7 +117,7 @@ def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]
     """Token ids per text, truncated to ``max_length``, unpadded (batches pad only to their longest)."""
     ids: list[list[int]] = []
     for start in range(0, len(texts), 1024):
-        batch = [str(t) for t in texts[start:start + 1024]]
+        batch = [clip_text(str(t), max_length) for t in texts[start:start + 1024]]
         ids.extend(tokenizer(batch, truncation=True, max_length=max_length)["input_ids"])
     return ids
 
@@ -138,37 +143,48 @@ def collate(token_ids: Sequence[Sequence[int]], rows: Sequence[int], pad_id: int
     return {"input_ids": input_ids, "attention_mask": mask}
 
 
-def inference_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    """Rows grouped by length (longest first), so each batch pads little."""
-    order = np.argsort(-np.asarray(lengths), kind="stable")
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-
-
 def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def measured_copy(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """``model`` itself when its weights are already ``dtype``, else a copy cast to it (the training weights stay
+    as they are): the pipelines load a checkpoint cast to ``dtype``, so measuring the cast weights gives their
+    numbers."""
+    if next(model.parameters()).dtype == dtype:
+        return model
+    return copy.deepcopy(model).to(dtype)
+
+
 def predict_logits(model: torch.nn.Module, token_ids: Sequence[Sequence[int]], *, pad_id: int,
                    padding_side: str = "right", batch_size: int = 64, bf16: bool = False,
-                   on_batch=None) -> np.ndarray:
-    """Logits ``[n, classes]`` (float32) in eval mode without gradients; the model's train/eval mode is restored.
+                   chunk_rows: int = schema.CHUNK_ROWS, on_batch=None) -> np.ndarray:
+    """Logits ``[n, classes]`` (float32) in eval mode without gradients, computed the way the pipelines' extraction
+    computes a checkpoint's: rows in blocks of ``chunk_rows``, each cut into length-sorted batches
+    (``length_batches``), padded on the right, with the weights cast to bf16 when ``bf16`` (a copy; never
+    autocast). Same weights, same numbers, up to bf16 rounding. The model's train/eval mode is restored.
 
     ``on_batch(rows_done)`` is called after each batch (for progress bars).
     """
-    device = model_device(model)
+    measured = measured_copy(model, torch.bfloat16 if bf16 else next(model.parameters()).dtype)
+    device = model_device(measured)
     was_training = model.training
-    model.eval()
+    measured.eval()
+    lengths = np.fromiter(map(len, token_ids), np.int64, len(token_ids))
     out: np.ndarray | None = None
     try:
-        with torch.inference_mode(), autocast(device, bf16):
-            for batch in inference_batches(np.fromiter(map(len, token_ids), int, len(token_ids)), batch_size):
-                inputs = {k: v.to(device) for k, v in collate(token_ids, batch, pad_id, padding_side).items()}
-                logits = model(**inputs).logits.float().cpu().numpy()
-                if out is None:
-                    out = np.empty((len(token_ids), logits.shape[1]), np.float32)
-                out[batch] = logits
-                if on_batch is not None:
-                    on_batch(len(batch))
+        with torch.inference_mode():
+            for start in range(0, len(token_ids), chunk_rows):
+                block = np.arange(start, min(len(token_ids), start + chunk_rows))
+                for batch in length_batches(lengths[block], batch_size):
+                    rows = block[batch]
+                    inputs = {k: v.to(device) for k, v in collate(token_ids, rows, pad_id, padding_side).items()}
+                    logits = measured(**inputs).logits.float().cpu().numpy()
+                    if out is None:
+                        out = np.empty((len(token_ids), logits.shape[1]), np.float32)
+                    out[rows] = logits
+                    if on_batch is not None:
+                        on_batch(len(rows))
     finally:
         model.train(was_training)
     return out if out is not None else np.empty((0, 0), np.float32)
@@ -233,15 +249,28 @@ def save_weights(loc: Location, rel: str, model: torch.nn.Module, tokenizer) -> 
         loc.mv(rel + ".tmp", rel)
 
 
-def _label_names_for(model: torch.nn.Module, ds) -> list[str]:
-    """The dataset's names, unless they are placeholders ("0", "1", ...) and the model has real ones."""
-    names = list(ds.label_names)
-    id2label = getattr(getattr(model, "config", None), "id2label", None) or {}
-    model_names = [str(id2label.get(i, id2label.get(str(i), ""))) for i in range(len(names))]
-    placeholder = names == [str(i) for i in range(len(names))]
-    if placeholder and all(model_names) and not all(n.startswith("LABEL_") for n in model_names):
-        return model_names
-    return names
+class TrainingPasses:
+    """In-training dynamics of one epoch: sums of p(gold) and margin per row over its training forward passes."""
+
+    def __init__(self, n: int):
+        self.count = np.zeros(n, np.int64)
+        self.gold_prob = np.zeros(n, np.float64)
+        self.margin = np.zeros(n, np.float64)
+
+    def add(self, rows: np.ndarray, dynamics: Mapping[str, np.ndarray]) -> None:
+        np.add.at(self.count, rows, 1)
+        np.add.at(self.gold_prob, rows, dynamics["gold_prob"])
+        np.add.at(self.margin, rows, dynamics["margin"])
+
+    def means(self) -> dict[str, np.ndarray]:
+        """``train_gold_prob`` and ``train_margin``: per-row means, NaN where a row was never seen."""
+        seen = self.count > 0
+        out = {}
+        for key, total in (("train_gold_prob", self.gold_prob), ("train_margin", self.margin)):
+            mean = np.full(len(total), np.nan, np.float32)
+            mean[seen] = total[seen] / self.count[seen]
+            out[key] = mean
+        return out
 
 
 # ------------------------------------------------------------------------------------------------ recorder
@@ -250,9 +279,11 @@ class DynamicsRecorder:
 
     ``examples`` (a ``TextDataset``, pandas DataFrame or ``datasets.Dataset`` with text, label and optionally
     split columns) are the rows measured every epoch, in order; they need not be the exact training inputs, but
-    should be tokenized the same way (``max_length``). ``bf16`` None measures with bf16 autocast where the
-    hardware is fast at it (probabilities then agree with float32 to about 1e-2). An existing run at
-    ``run_dir`` is only replaced with ``overwrite=True``.
+    should be tokenized the same way (``max_length``). Labels may be class names or integer ids; ``label_names``
+    names integer ids (``label_names[i]`` is id i). At ``start`` they are aligned with the model's
+    ``config.id2label`` (see the module docstring). ``bf16`` None measures bf16-cast weights where the hardware
+    is fast at bf16, as the pipelines do (probabilities then agree with float32 to about 1e-2). An existing run
+    at ``run_dir`` is only replaced with ``overwrite=True``.
     """
 
     def __init__(self, run_dir, examples, *, label_names: Sequence[str] | None = None, text_column: str = "text",
@@ -265,6 +296,8 @@ class DynamicsRecorder:
                                  "to replace it")
         self.dataset = as_text_dataset(examples, label_names=label_names, text_column=text_column,
                                        label_column=label_column)
+        #: string labels numbered in sorted order by us, not by the user: only a model's names can confirm them
+        self._sorted_names = label_names is None and not self.dataset.labels_are_ids
         self.max_length, self.batch_size, self.bf16 = max_length, int(batch_size), bf16
         self.overwrite, self.name = overwrite, name
         self.training_args = dict(training_args or {})
@@ -276,6 +309,7 @@ class DynamicsRecorder:
         self.labels = frame["label"].to_numpy(np.int64)
         self.split = frame["split"].to_numpy(str)
         self._token_ids: list[list[int]] | None = None
+        self._passes = TrainingPasses(len(self.labels))
         self._started = time.perf_counter()
 
     @property
@@ -302,6 +336,7 @@ class DynamicsRecorder:
             raise TrainingError("DynamicsRecorder.start: no model given")
         if tokenizer is None:
             raise TrainingError(f"{self.path}: no tokenizer: pass tokenizer= (or processing_class= to the Trainer)")
+        self._align_labels(model)
         num_labels = int(getattr(model.config, "num_labels", 0) or 0)
         if num_labels < self.dataset.n_classes:
             raise TrainingError(f"model has {num_labels} output classes but the dataset has "
@@ -317,15 +352,26 @@ class DynamicsRecorder:
         length_column = "length" if "length" not in examples else "n_tokens"  # never clobber a user's column
         examples[length_column] = np.fromiter(map(len, self._token_ids), np.int32, len(self._token_ids))
         self.writer = RunWriter.create(
-            self.loc, examples=examples, label_names=_label_names_for(model, self.dataset),
+            self.loc, examples=examples, label_names=self.dataset.label_names,
             model=model_info(model, tokenizer), dataset=self.dataset.describe(), name=self.name,
             overwrite=self.overwrite, extra_attrs={"training": self._training_attrs("running")})
         self._save_checkpoint(model, 0, step)
         return self.writer
 
+    def record_batch(self, rows: Sequence[int], logits) -> None:
+        """Record a training forward pass: ``logits [len(rows), C]`` (a tensor or array) of dataset ``rows``,
+        computed before the update. Costs no forward pass; the epoch's means are written by ``on_epoch_end``."""
+        if isinstance(logits, torch.Tensor):
+            logits = logits.detach().float().cpu().numpy()
+        rows = np.asarray(rows, np.int64)
+        if len(rows) != len(logits):
+            raise TrainingError(f"record_batch: {len(rows)} rows but logits for {len(logits)}")
+        self._passes.add(rows, dynamics_from_logits(logits, self.labels[rows]))
+
     def on_epoch_end(self, model: torch.nn.Module, *, epoch: int | None = None, step: int = 0,
                      on_batch=None) -> dict[str, float]:
-        """Measure every example, write the epoch's dynamics and checkpoint ``epoch-<epoch>``; return metrics.
+        """Measure every example, write the epoch's dynamics (with the in-training means when ``record_batch``
+        was called) and checkpoint ``epoch-<epoch>``; return metrics.
 
         Raises ``TrainingError`` (keeping the checkpoints written so far) if the model's outputs are NaN/inf.
         """
@@ -333,15 +379,17 @@ class DynamicsRecorder:
             raise TrainingError("DynamicsRecorder.on_epoch_end called before start(model, tokenizer)")
         epoch = len(self.history) + 1 if epoch is None else int(epoch)
         logits = predict_logits(model, self._token_ids, pad_id=pad_id_of(self.tokenizer),
-                                padding_side=getattr(self.tokenizer, "padding_side", "right"),
                                 batch_size=self.batch_size, bf16=bool(self.bf16), on_batch=on_batch)
         if not np.isfinite(logits).all():
             self.fail(f"epoch {epoch}: the model's outputs are NaN/inf (training diverged)")
         dynamics = dynamics_from_logits(logits, self.labels)
-        self.writer.write_epoch(epoch, step=int(step), **dynamics)
+        passes, self._passes = self._passes, TrainingPasses(len(self.labels))
+        seen = int((passes.count[self.split == "train"] > 0).sum())
+        train = passes.means() if passes.count.any() else {}
+        self.writer.write_epoch(epoch, step=int(step), **dynamics, **train)
         self._save_checkpoint(model, epoch, step)
         metrics = {"epoch": epoch, "step": int(step), **epoch_metrics(dynamics, self.labels, self.split),
-                   "seconds": round(time.perf_counter() - self._started, 1)}
+                   "train_rows_seen_in_training": seen, "seconds": round(time.perf_counter() - self._started, 1)}
         self.history.append(metrics)
         self.writer.update_attrs(training=self._training_attrs("running"))
         return metrics
@@ -368,6 +416,19 @@ class DynamicsRecorder:
             self.writer.update_attrs(training=self._training_attrs("finished"))
 
     # -------------------------------------------------------------- helpers
+    def _align_labels(self, model: torch.nn.Module) -> None:
+        """Give the examples the model's class ids (``t3vis.data.align_labels``), or say when nobody knows them."""
+        from ..data import align_labels, model_label_names
+
+        names = model_label_names(getattr(model, "config", None))
+        if names is None and self._sorted_names:
+            warnings.warn(f"{self.path}: the model's config.id2label names no classes, so the string labels got "
+                          f"ids in sorted order {dict(enumerate(self.dataset.label_names))}; if you train with "
+                          "other ids, pass label_names= in your id order (or set model.config.id2label)",
+                          stacklevel=3)
+        self.dataset = align_labels(self.dataset, names)
+        self.labels = self.dataset.frame["label"].to_numpy(np.int64)
+
     def _save_checkpoint(self, model: torch.nn.Module, epoch: int, step: int) -> None:
         name = f"epoch-{epoch}"
         rel = self.writer.weights_dir(name)

@@ -3,7 +3,8 @@
 ``state.ExplorerState`` is the one per-session source of truth; views (``projection.ProjectionView``,
 ``table.DataTable``, ``filters.FilterPanel``; part 2's instance and head views) are ``pn.viewable.Viewer``
 classes holding ``state`` and nothing else of their own that another view needs. ``data`` (the shared
-read-only column cache) and ``masks`` (brush and filter masks) import without panel.
+read-only column cache) and ``masks`` (brush and filter masks) import without panel. ``text`` is where values
+become page text: views build markup only from its literal ``Markdown``/``HTML`` templates and show it in its panes.
 """
 
 __all__ = ["Explorer", "ExplorerState"]

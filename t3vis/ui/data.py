@@ -18,9 +18,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..analysis.datamaps import data_map, mislabel_scores
+from ..analysis.datamaps import MISLABEL_COLUMN, available_scores, column_description, run_columns
 from ..errors import StoreError
 from ..store import Run, schema
+from ..store.reader import read
 
 CATEGORICAL, CONTINUOUS = "categorical", "continuous"
 #: Where an attribute's values come from: per example, per checkpoint, or derived from training dynamics.
@@ -28,9 +29,13 @@ EXAMPLES, CHECKPOINT, DYNAMICS = "examples", "checkpoint", "dynamics"
 #: Per-checkpoint arrays shown as attributes, with their display names.
 CHECKPOINT_ATTRIBUTES = {"pred": "prediction", "loss": "loss", "gold_prob": "gold-label probability",
                          "length": "length (tokens)"}
-#: Derived from ``run.dynamics()``.
-DYNAMICS_ATTRIBUTES = {"confidence": "confidence", "variability": "variability", "correctness": "correctness",
-                       "mislabel": "mislabel score"}
+#: Derived from ``run.dynamics()`` by ``datamaps.datamap_columns`` (then every available ``<name>_score``); the
+#: names are the export's columns and the table's headers.
+DYNAMICS_ATTRIBUTES = {"prediction": "prediction (last epoch)", "confidence": "confidence",
+                       "variability": "variability", "correctness": "correctness", MISLABEL_COLUMN: "mislabel score"}
+#: Where an attribute's values come from, said in its description (tooltips, legends).
+SOURCE_NOTES = {DYNAMICS: "Source: the recorded training dynamics.",
+                CHECKPOINT: "Source: the pipeline's extraction of the chosen checkpoint."}
 FLAG_CATEGORIES = ("no", "yes")
 #: Table text is cut to this many characters (the instance view shows the whole text).
 TEXT_PREVIEW_CHARS = 160
@@ -47,6 +52,8 @@ class Attribute:
     kind: str  # CATEGORICAL or CONTINUOUS
     source: str  # EXAMPLES, CHECKPOINT or DYNAMICS
     categories: tuple[str, ...] | None = None
+    #: What it is and where it comes from, as plain text (header tooltips, colour legends); may be empty.
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -99,7 +106,6 @@ class RunData:
         self._projections = {c: tuple(run.checkpoint(c).projections()) for c in self.checkpoints}
         self.has_dynamics = bool(run.epochs())
         self.attributes = self._catalogue()
-        self.mislabel_method = None
 
     def __repr__(self) -> str:
         return f"RunData({self.run.loc.url!r}, n={self.n})"
@@ -123,10 +129,16 @@ class RunData:
         for key, label in CHECKPOINT_ATTRIBUTES.items():
             if key in arrays and key not in out:
                 cats = self.label_names if key == "pred" else None
-                out[key] = Attribute(key, label, CATEGORICAL if cats else CONTINUOUS, CHECKPOINT, cats)
+                out[key] = Attribute(key, label, CATEGORICAL if cats else CONTINUOUS, CHECKPOINT, cats,
+                                     f"{key}: {label} at the chosen checkpoint. {SOURCE_NOTES[CHECKPOINT]}")
         if self.has_dynamics:
-            for key, label in DYNAMICS_ATTRIBUTES.items():
-                out[key] = Attribute(key, label, CONTINUOUS, DYNAMICS)
+            recorded = self.run.dynamics_arrays()
+            scores = {score.column: score.column.replace("_", " ") for score in available_scores(recorded)}
+            labels = {**DYNAMICS_ATTRIBUTES, **scores}
+            for key, label in labels.items():
+                cats = self.label_names if key == "prediction" else None
+                out[key] = Attribute(key, label, CATEGORICAL if cats else CONTINUOUS, DYNAMICS, cats,
+                                     f"{column_description(key, recorded)} {SOURCE_NOTES[DYNAMICS]}")
         return out
 
     def categorical_attributes(self) -> list[str]:
@@ -184,16 +196,10 @@ class RunData:
         return _readonly(np.ascontiguousarray(values))
 
     def _load_dynamics(self) -> None:
-        """Confidence, variability, correctness and mislabel score, computed once per run per process."""
-        dyn = self.run.dynamics()
-        labels = self.run.column("label")
-        dm = data_map(dyn.gold_prob, dyn.pred, labels)
-        method = "aum" if dyn.margin is not None else "confidence"
-        scores = mislabel_scores(dyn.gold_prob, margin=dyn.margin, method=method)
-        self.mislabel_method = method
-        for key, values in (("confidence", dm.confidence), ("variability", dm.variability),
-                            ("correctness", dm.correctness), ("mislabel", scores)):
-            self._values[(key, None)] = _readonly(np.ascontiguousarray(values, dtype=np.float32))
+        """The data map and mislabel scores (the library's ``run_columns``), computed once per run per process."""
+        for key, values in run_columns(self.run).items():
+            dtype = np.int16 if key == "prediction" else np.float32
+            self._values[(key, None)] = _readonly(np.ascontiguousarray(values, dtype=dtype))
 
     def categorical(self, name: str, checkpoint: str | None = None) -> pd.Categorical:
         """A categorical attribute as a shared ``pd.Categorical`` (what datashader's ``count_cat`` needs)."""
@@ -337,7 +343,7 @@ class TextChunks:
                 self._chunks.move_to_end(c)
                 return got
         start = c * self._chunk
-        got = _readonly(np.asarray(self._array[start:start + self._chunk]))
+        got = _readonly(np.asarray(read(self._array, slice(start, start + self._chunk))))
         size = int(sum(len(s) for s in got[: min(len(got), 1000)]) / max(1, min(len(got), 1000)) * len(got)) \
             + 16 * len(got)
         with self._lock:

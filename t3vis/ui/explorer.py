@@ -27,13 +27,26 @@ from .projection import ProjectionView
 from .runs import default_run, is_run, list_runs, resolve_run
 from .state import ExplorerState
 from .table import DataTable
+from .text import AlertPane, Markdown, MarkdownPane, code
 
 log = logging.getLogger(__name__)
 
 #: Part 2's views plug in here: tab title -> "module:Class", built as ``Class(state=state)`` (a Viewer reading
 #: and writing the shared ``ExplorerState``). A missing module shows a placeholder instead.
-HELP = ("Drag a box (or lasso) on any plot to select; the selection shows in every plot and the table. "
-        "Wheel to zoom; zoom far in to hover single examples. The toolbar's save button exports a plot as PNG.")
+HELP = Markdown("Drag a box (or lasso) on any plot to select; the selection shows in every plot and the table. "
+                "Wheel to zoom; zoom far in to hover single examples. The toolbar's save button exports a plot as "
+                "PNG.")
+#: Most of a run's validation problems listed in the page.
+MAX_PROBLEMS = 10
+
+
+def invalid_run(name: str, problems: list[str]) -> Markdown:
+    """Why run ``name`` cannot be opened: its validation problems as a list (the first ``MAX_PROBLEMS``)."""
+    lines = [Markdown("run {} cannot be opened:").format(code(name))]
+    lines += [Markdown("- {}").format(code(p)) for p in problems[:MAX_PROBLEMS]]
+    if len(problems) > MAX_PROBLEMS:
+        lines.append(Markdown("- ... and {} more").format(len(problems) - MAX_PROBLEMS))
+    return Markdown("\n").join(lines)
 
 
 class DemoOffer(pn.viewable.Viewer):
@@ -50,12 +63,13 @@ class DemoOffer(pn.viewable.Viewer):
         self.button = pmui.Button(label="Build the demo run", variant="contained", color="primary")
         self.button.on_click(self._start)
         self.progress = pmui.LinearProgress(value=0, visible=False, sizing_mode="stretch_width")
-        self.text = pn.pane.Markdown(
-            f"### No run yet\nThe runs directory `{self.runs_dir}` holds no t3vis run. Build the demo: "
-            "all-MiniLM-L6-v2 fine-tuned on BBC News with some labels flipped, so the data map has mislabeled "
-            "examples to find (a few minutes on a CPU; `t3vis demo` does the same from a terminal).",
+        self.text = MarkdownPane(
+            Markdown("### No run yet\nThe runs directory {} holds no t3vis run. Build the demo: all-MiniLM-L6-v2 "
+                     "fine-tuned on BBC News with some labels flipped, so the data map has mislabeled examples to "
+                     "find (a few minutes on a CPU; `t3vis demo` does the same from a terminal).").format(
+                code(self.runs_dir)),
             sizing_mode="stretch_width")
-        self.status_pane = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self.status_pane = MarkdownPane("", sizing_mode="stretch_width")
         self.layout = pn.Column(self.text, self.button, self.progress, self.status_pane, sizing_mode="stretch_width")
 
     def __panel__(self):
@@ -72,7 +86,7 @@ class DemoOffer(pn.viewable.Viewer):
 
     def _report(self, message: str, fraction: float) -> None:
         self.progress.value = int(round(100 * max(0.0, min(1.0, fraction))))
-        self.status_pane.object = f"{message} ({100 * fraction:.0f}%)"
+        self.status_pane.object = Markdown("{} ({:.0f}%)").format(message, 100 * fraction)
 
     def _build(self, doc) -> None:
         path = Path(self.runs_dir) / DEMO_RUN_NAME
@@ -82,7 +96,7 @@ class DemoOffer(pn.viewable.Viewer):
             build_demo(path, progress=self._report)
         except Exception as exc:  # show it in the page; the server stays up
             log.exception("demo build failed")
-            self.status_pane.object = f"**Building the demo failed:** {exc}"
+            self.status_pane.object = Markdown("**Building the demo failed:** {}").format(exc)
             self.button.disabled = False
             self.building = False
             return
@@ -109,7 +123,7 @@ class Explorer(pn.viewable.Viewer):
         params.setdefault("state", ExplorerState())
         super().__init__(runs_dir=None if runs_dir is None else Path(runs_dir).resolve(), **params)
         hv.extension("bokeh", logo=False)
-        self.error = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
+        self.error = AlertPane("", alert_type="danger", visible=False, sizing_mode="stretch_width")
         self.picker = pmui.Select(label="Run", options=[], sizing_mode="stretch_width")
         self.projection = ProjectionView(state=self.state)
         self.table = DataTable(state=self.state)
@@ -118,7 +132,7 @@ class Explorer(pn.viewable.Viewer):
         self.heads = HeadView(state=self.state)
         self.instance = InstanceView(state=self.state)
         self.demo = DemoOffer(runs_dir=self.runs_dir, on_done=self._demo_done) if self.runs_dir else None
-        self.counts = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self.counts = MarkdownPane("", sizing_mode="stretch_width")
         self._update_counts()
         self._refresh_picker()
         if run is not None:
@@ -147,16 +161,15 @@ class Explorer(pn.viewable.Viewer):
             path = resolve_run(self.runs_dir, name) if self.runs_dir is not None else Path(name)
             problems = validate(str(path))
             if problems:
-                listed = "\n".join(f"- `{p}`" for p in problems[:10])
-                more = f"\n- ... and {len(problems) - 10} more" if len(problems) > 10 else ""
-                raise T3VisError(f"run `{name}` cannot be opened:\n{listed}{more}")
+                self._show_error(invalid_run(name, problems))
+                return False
             self.state.open(str(path))
         except T3VisError as exc:
             self._show_error(str(exc))
             return False
         except Exception as exc:  # corrupt arrays and the like: explain in the page, keep serving
             log.error("opening %s failed:\n%s", name, traceback.format_exc())
-            self._show_error(f"run `{name}` cannot be read: {type(exc).__name__}: {exc}")
+            self._show_error(Markdown("run {} cannot be read: {}: {}").format(code(name), type(exc).__name__, exc))
             return False
         self.error.visible = False
         if self.picker.value != name and name in self.picker.options:
@@ -164,6 +177,7 @@ class Explorer(pn.viewable.Viewer):
         return True
 
     def _show_error(self, message: str) -> None:
+        """Show ``message``: markup if it is ``Markdown``, else (an error's text) as text."""
         self.error.object = message
         self.error.visible = True
 
@@ -193,7 +207,7 @@ class Explorer(pn.viewable.Viewer):
                       b_controls, title="Projection", sizing_mode="stretch_width", collapsible=True),
             select(s.color_by, label="Colour by"),
             pmui.Card(self.filters, title="Filters", sizing_mode="stretch_width", collapsible=True),
-            pmui.Card(self.counts, clear, pn.pane.Markdown(HELP, styles={"font-size": "12px"}),
+            pmui.Card(self.counts, clear, MarkdownPane(HELP, styles={"font-size": "12px"}),
                       title="Selection", sizing_mode="stretch_width", collapsible=True),
         ]
 

@@ -12,6 +12,7 @@ import param
 
 from .data import CATEGORICAL
 from .state import ExplorerState
+from .text import Markdown, MarkdownPane
 
 
 class FilterPanel(pn.viewable.Viewer):
@@ -23,7 +24,7 @@ class FilterPanel(pn.viewable.Viewer):
         super().__init__(**params)
         self.attribute = pmui.Select(label="Filter on", options={}, sizing_mode="stretch_width")
         self.editor = pn.Column(sizing_mode="stretch_width")
-        self.summary = pn.pane.Markdown("", sizing_mode="stretch_width", margin=(0, 10))
+        self.summary = MarkdownPane("", sizing_mode="stretch_width", margin=(0, 10))
         self.clear = pmui.Button(label="Clear filters", variant="outlined", disabled=True,
                                  sizing_mode="stretch_width")
         self.clear.on_click(lambda e: self.state.clear_filters())
@@ -51,11 +52,15 @@ class FilterPanel(pn.viewable.Viewer):
         data = self.state.data
         lines = []
         for name, value in filters.items():
-            label = data.attributes[name].label if data is not None and name in data.attributes else name
-            shown = ", ".join(value) if data.attributes[name].kind == CATEGORICAL else \
-                f"{value[0]:.4g} – {value[1]:.4g}"
-            lines.append(f"- **{label}**: {shown}")
-        self.summary.object = "\n".join(lines)
+            attr = data.attributes.get(name) if data is not None else None
+            label = attr.label if attr is not None else name
+            categorical = attr.kind == CATEGORICAL if attr is not None else \
+                not all(isinstance(v, (int, float)) for v in value)
+            if categorical:
+                lines.append(Markdown("- **{}**: {}").format(label, ", ".join(map(str, value))))
+            else:
+                lines.append(Markdown("- **{}**: {:.4g} – {:.4g}").format(label, *value))
+        self.summary.object = Markdown("\n").join(lines)
         self.clear.disabled = not filters
 
     def _edit(self, name: str | None) -> None:

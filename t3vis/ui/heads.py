@@ -12,7 +12,6 @@ The grid is one HTML block (`ClickableHTML`): a cell reports ``head:<l>,<h>`` (s
 from __future__ import annotations
 
 import base64
-import html
 import io
 
 import numpy as np
@@ -24,6 +23,7 @@ from ..errors import StoreError, T3VisError
 from ..models.serving import normalize_pruned
 from .instance import ATTENTION, ClickableHTML, NewestOnly, head_name, pruned_json, session_model
 from .state import ExplorerState
+from .text import HTML, AlertPane, Markdown, MarkdownPane
 
 #: Largest side of a head's pattern thumbnail (a longer matrix is block-averaged down to this).
 THUMBNAIL = 32
@@ -74,35 +74,37 @@ def _mix(colour, t: float) -> str:
     return f"rgb({r},{g},{b})"
 
 
-def grid_html(num_layers: int, num_heads: int, cell, *, pruned=(), selected=None, square: bool = False) -> str:
-    """The layers x heads grid. ``cell(l, h) -> (style, inner html, tooltip)`` fills each cell.
+def grid_html(num_layers: int, num_heads: int, cell, *, pruned=(), selected=None, square: bool = False) -> HTML:
+    """The layers x heads grid. ``cell(l, h) -> (style, inner, tooltip)`` fills each cell (``inner`` is markup
+    only as ``HTML``).
 
     Every cell selects its head on click (``head:l,h``); its corner button prunes or restores it (``prune:l,h``).
     """
     pruned = set(normalize_pruned(pruned))
     selected = tuple(selected) if selected is not None else None
-    columns = f"2.2em repeat({num_heads}, minmax(0, 1fr))"
-    parts = [f'<div class="hgrid" style="grid-template-columns:{columns}">', '<span class="lab"></span>']
-    parts += [f'<span class="lab">H{h}</span>' for h in range(num_heads)]
+    label = HTML('<span class="lab">{}</span>')
+    box = HTML('<div class="{}" data-click="head:{},{}" title="{}: {}{}" style="{}">{}<button class="x" '
+               'data-click="prune:{},{}" title="{} {}">{}</button></div>')
+    parts = [HTML('<div class="hgrid" style="grid-template-columns:2.2em repeat({}, minmax(0, 1fr))">').format(
+        num_heads), label.format("")]
+    parts += [label.format(f"H{h}") for h in range(num_heads)]
     for layer in range(num_layers):
-        parts.append(f'<span class="lab">L{layer}</span>')
+        parts.append(label.format(f"L{layer}"))
         for head in range(num_heads):
             style, inner, title = cell(layer, head)
             is_pruned = (layer, head) in pruned
             classes = "cell" + (" pruned" if is_pruned else "") + (" selected" if selected == (layer, head) else "")
             if square:
                 style += ";aspect-ratio:1"
-            action = "Restore" if is_pruned else "Prune"
-            title = f"{head_name((layer, head))}: {title}" + (" (pruned)" if is_pruned else "")
-            parts.append(
-                f'<div class="{classes}" data-click="head:{layer},{head}" title="{html.escape(title, quote=True)}" '
-                f'style="{style}">{inner}<button class="x" data-click="prune:{layer},{head}" '
-                f'title="{action} {head_name((layer, head))}">{"↺" if is_pruned else "×"}</button></div>')
-    parts.append("</div>")
-    return "".join(parts)
+            name = head_name((layer, head))
+            parts.append(box.format(classes, layer, head, name, title, " (pruned)" if is_pruned else "", style,
+                                    inner, layer, head, "Restore" if is_pruned else "Prune", name,
+                                    "↺" if is_pruned else "×"))
+    parts.append(HTML("</div>"))
+    return HTML("").join(parts)
 
 
-def importance_html(importance: np.ndarray, *, pruned=(), selected=None) -> str:
+def importance_html(importance: np.ndarray, *, pruned=(), selected=None) -> HTML:
     """Grid of importance values: saturation proportional to the value (relative to the largest)."""
     importance = np.asarray(importance, dtype=np.float64)
     top = float(np.nanmax(importance)) if importance.size else 0.0
@@ -117,12 +119,13 @@ def importance_html(importance: np.ndarray, *, pruned=(), selected=None) -> str:
     return grid_html(*importance.shape, cell, pruned=pruned, selected=selected)
 
 
-def patterns_html(patterns: np.ndarray, *, pruned=(), selected=None) -> str:
+def patterns_html(patterns: np.ndarray, *, pruned=(), selected=None) -> HTML:
     """Grid of attention-pattern thumbnails (``patterns`` ``[L, H, m, m]``, already pooled)."""
     size = patterns.shape[-1]
 
     def cell(layer, head):
-        return "padding:0", f'<img src="{pattern_png(patterns[layer, head])}" alt="">', f"attention pattern ({size}x{size})"
+        image = HTML('<img src="{}" alt="">').format(pattern_png(patterns[layer, head]))
+        return "padding:0", image, f"attention pattern ({size}x{size})"
 
     return grid_html(*patterns.shape[:2], cell, pruned=pruned, selected=selected, square=True)
 
@@ -144,10 +147,10 @@ class HeadView(pn.viewable.Viewer):
         self.model = session_model(state)
         self._values: tuple | None = None  # (kind, array) last computed
         self._grid = ClickableHTML(on_click=self.click)
-        self._message = pn.pane.Alert("", alert_type="warning", visible=False, sizing_mode="stretch_width")
+        self._message = AlertPane("", alert_type="warning", visible=False, sizing_mode="stretch_width")
         self._busy = pn.indicators.LoadingSpinner(value=False, size=18, visible=False)
         self._newest = NewestOnly(self._busy)
-        self._pruned_text = pn.pane.Markdown("", sizing_mode="stretch_width", margin=(0, 5))
+        self._pruned_text = MarkdownPane("", sizing_mode="stretch_width", margin=(0, 5))
         self._restore = pn.widgets.Button(label="Restore all", disabled=True, width=110)
         self._restore.on_click(lambda event: self.restore_all())
         self._export = pn.widgets.FileDownload(callback=self._export_file, filename="pruned_heads.json",
@@ -202,8 +205,9 @@ class HeadView(pn.viewable.Viewer):
     def _on_marks(self, *events) -> None:
         pruned = normalize_pruned(self.state.pruned_heads)
         self._restore.disabled = not pruned
-        self._pruned_text.object = (f"**Pruned ({len(pruned)}):** " + ", ".join(head_name(h) for h in pruned)
-                                    if pruned else "No heads pruned (click × on a cell to prune it).")
+        names = ", ".join(map(head_name, pruned))
+        self._pruned_text.object = (Markdown("**Pruned ({}):** {}").format(len(pruned), names) if pruned else
+                                    "No heads pruned (click × on a cell to prune it).")
         self._render()
 
     def _show_message(self, text: str) -> None:

@@ -20,7 +20,6 @@ pan, zoom, resize and filter changes, reading the current mask.
 
 from __future__ import annotations
 
-import html
 import weakref
 
 import colorcet
@@ -35,6 +34,7 @@ from ..errors import T3VisError
 from . import masks
 from .data import CATEGORICAL, FLAG_CATEGORIES, PlotSpec
 from .state import ExplorerState
+from .text import HTML, AlertPane, HTMLPane, Markdown
 
 #: Below this many points in view, the points are drawn as glyphs with hover (text is read for them).
 SPARSE_POINTS = 1500
@@ -54,11 +54,19 @@ def color_key(categories) -> dict[str, str]:
     return {c: palette[i % len(palette)] for i, c in enumerate(categories)}
 
 
-def legend_html(title: str, key: dict[str, str]) -> str:
-    items = "".join(f'<span style="white-space:nowrap;margin-right:10px"><span style="display:inline-block;'
-                    f'width:10px;height:10px;border-radius:5px;background:{c};margin-right:4px"></span>'
-                    f'{html.escape(str(k))}</span> ' for k, c in key.items())
-    return f'<div style="font-size:12px"><b>{title}</b>: {items}</div>'
+def legend_html(title: str, key: dict[str, str]) -> HTML:
+    """The categories' colours, titled (names and title are shown as text)."""
+    item = HTML('<span style="white-space:nowrap;margin-right:10px"><span style="display:inline-block;width:10px;'
+                'height:10px;border-radius:5px;background:{};margin-right:4px"></span>{}</span> ')
+    items = HTML("").join(item.format(c, k) for k, c in key.items())
+    return HTML('<div class="t3-legend" style="font-size:12px"><b>{}</b>: {}</div>').format(title, items)
+
+
+def scale_note(attr) -> HTML:
+    """What a continuous colour scale shows (its definition and source), as text; empty without a description."""
+    if attr is None or not attr.description:
+        return HTML("")
+    return HTML('<div style="font-size:12px"><b>{}</b>: {}</div>').format(attr.label, attr.description)
 
 
 def update_rendered(plot, update) -> None:
@@ -133,7 +141,7 @@ class ScatterPlot:
         self.categorical = attr is not None and attr.kind == CATEGORICAL
         self.key = color_key(attr.categories) if self.categorical else None
         self.clim = data.value_range(self.color, self.color_checkpoint) if attr and not self.categorical else None
-        self.legend = legend_html(attr.label, self.key) if self.categorical else ""
+        self.legend = legend_html(attr.label, self.key) if self.categorical else scale_note(attr)
         self.range_xy = hv.streams.RangeXY()
         self.size = hv.streams.PlotSize()
         # each layer as rendered: one per page (or notebook output), held weakly (HoloViews owns them)
@@ -336,8 +344,8 @@ class ProjectionView(pn.viewable.Viewer):
         self.plots: dict[str, ScatterPlot] = {}
         self._projection = pn.pane.HoloViews(sizing_mode="stretch_both", min_height=380, linked_axes=False)
         self._datamap = pn.pane.HoloViews(sizing_mode="stretch_both", min_height=380, linked_axes=False)
-        self._legend = pn.pane.HTML("", sizing_mode="stretch_width", margin=(0, 10))
-        self._notes = pn.pane.Alert("", alert_type="info", visible=False, sizing_mode="stretch_width")
+        self._legend = HTMLPane("", sizing_mode="stretch_width", margin=(0, 10))
+        self._notes = AlertPane("", alert_type="info", visible=False, sizing_mode="stretch_width")
         self._layout = pn.Column(self._notes, self._legend,
                                  pn.Row(self._projection, self._datamap, sizing_mode="stretch_both"),
                                  sizing_mode="stretch_both")
@@ -381,8 +389,8 @@ class ProjectionView(pn.viewable.Viewer):
         self._datamap.object = self.plots["datamap"].element if "datamap" in self.plots else None
         self._datamap.visible = "datamap" in self.plots
         legends = {p.legend for p in self.plots.values() if p.legend}
-        self._legend.object = "".join(sorted(legends))
+        self._legend.object = HTML("").join(sorted(legends))
         if state.message:
             notes.insert(0, state.message)
-        self._notes.object = "\n\n".join(notes)
+        self._notes.object = Markdown("\n\n").join(notes)
         self._notes.visible = bool(notes)

@@ -14,6 +14,7 @@ from ..errors import StoreError
 from ..store import Run
 from . import masks
 from .data import CATEGORICAL, CHECKPOINT, PlotSpec, RunData, run_data
+from .text import Markdown
 
 #: Saliency methods the instance view offers (part 2 may extend ``ExplorerState.param.saliency_method.objects``).
 SALIENCY_METHODS = ["grad_x_input", "integrated_gradients", "lrp"]  # t3vis.analysis.saliency.METHODS (no torch import here)
@@ -77,7 +78,7 @@ class ExplorerState(param.Parameterized):
     n_total = param.Integer(default=0, constant=True)
     n_filtered = param.Integer(default=0, constant=True)
     n_selected = param.Integer(default=0, constant=True)
-    message = param.String(default="", doc="Why something cannot be shown; empty when all is well.")
+    message = param.String(default="", doc="Why something cannot be shown (``Markdown``); empty when all is well.")
 
     def __init__(self, run: "Run | str | None" = None, **params):
         self._data: RunData | None = None
@@ -259,19 +260,19 @@ class ExplorerState(param.Parameterized):
         self._rows = (self.mask_rev, rows)
         return rows
 
-    def counts_text(self) -> str:
-        return (f"**{self.n_selected:,}** selected · {self.n_filtered:,} after filters · "
-                f"{self.n_total:,} examples")
+    def counts_text(self) -> Markdown:
+        return Markdown("**{:,}** selected · {:,} after filters · {:,} examples").format(
+            self.n_selected, self.n_filtered, self.n_total)
 
 
-def _missing_message(data: RunData) -> str:
+def _missing_message(data: RunData) -> Markdown:
     """Say what the run lacks and which command produces it (the app shows whatever exists)."""
     notes = []
     if not any(data.projection_choices().values()):
-        notes.append("No projections yet: run `t3vis project RUN` (after `t3vis pipeline RUN`) to add them.")
+        notes.append(Markdown("No projections yet: run `t3vis project RUN` (after `t3vis pipeline RUN`) to add them."))
     if not data.has_dynamics:
-        notes.append("No training dynamics, so no data map: train with the t3vis recorder "
-                     "(`t3vis train` / `t3vis demo`).")
+        notes.append(Markdown("No training dynamics, so no data map: train with the t3vis recorder "
+                              "(`t3vis train` / `t3vis demo`)."))
     if not data.checkpoints:
-        notes.append("No checkpoints yet: train or run `t3vis pipeline RUN`.")
-    return " ".join(notes)
+        notes.append(Markdown("No checkpoints yet: train or run `t3vis pipeline RUN`."))
+    return Markdown(" ").join(notes)

@@ -17,9 +17,13 @@ import param
 
 from .data import CATEGORICAL, page_order
 from .state import ExplorerState
+from .text import Markdown, MarkdownPane, escape_html
 
-#: Columns the table shows, in order, when the run has them.
-TABLE_COLUMNS = ("text", "label", "pred", "loss", "confidence", "variability", "mislabel", "split")
+#: Columns the table shows, in order: one source per row. With training dynamics every model value comes from them
+#: (``datamaps.datamap_columns``, the names ``t3vis export`` writes); without, from the chosen checkpoint.
+DYNAMICS_COLUMNS = ("text", "label", "prediction", "confidence", "variability", "correctness", "mislabel_score",
+                    "split")
+CHECKPOINT_COLUMNS = ("text", "label", "pred", "loss", "split")
 #: At most this many rows go into a CSV export (the file says so when it is cut).
 EXPORT_MAX_ROWS = 1_000_000
 EXPORT_CHUNK_ROWS = 50_000
@@ -47,7 +51,7 @@ class DataTable(pn.viewable.Viewer):
         self._next = pn.widgets.Button(label="▶", width=45, disabled=True)
         self._prev.on_click(lambda e: self._step(-1))
         self._next.on_click(lambda e: self._step(+1))
-        self._info = pn.pane.Markdown("", margin=(5, 10))
+        self._info = MarkdownPane("", margin=(5, 10))
         self.download = pn.widgets.FileDownload(callback=self.csv, filename="t3vis-selection.csv",
                                                 label="Export CSV", color="primary", width=140)
         self._total = 0
@@ -62,7 +66,8 @@ class DataTable(pn.viewable.Viewer):
         data = self.state.data
         if data is None:
             return []
-        return [c for c in TABLE_COLUMNS if c == "text" or c in data.attributes]
+        shown = DYNAMICS_COLUMNS if data.has_dynamics else CHECKPOINT_COLUMNS
+        return [c for c in shown if c == "text" or c in data.attributes]
 
     def page_rows(self) -> np.ndarray:
         """Example indices on the current page, in display order."""
@@ -103,12 +108,18 @@ class DataTable(pn.viewable.Viewer):
         frame = self.page_frame()
         data = state.data
         if data is not None:
-            self.table.titles = {c: data.attributes[c].label if c in data.attributes else c for c in frame.columns}
+            # headers are the column names, as in the CSV export; tooltips say what each is and its source.
+            # Tabulator renders titles and tooltips as HTML
+            self.table.titles = {c: escape_html(c) for c in frame.columns}
+            self.table.header_tooltips = {c: escape_html(data.attributes[c].description) for c in frame.columns
+                                          if c in data.attributes and data.attributes[c].description}
         self.table.value = frame
         first = (self.page - 1) * self.page_size + 1 if self._total else 0
         last = min(self.page * self.page_size, self._total)
-        order = f" · sorted by {self.sort_by} {'↑' if self.ascending else '↓'}" if self.sort_by else ""
-        self._info.object = f"rows {first:,}–{last:,} of {self._total:,}{order}"
+        info = Markdown("rows {:,}–{:,} of {:,}").format(first, last, self._total)
+        if self.sort_by:
+            info += Markdown(" · sorted by {} {}").format(self.sort_by, "↑" if self.ascending else "↓")
+        self._info.object = info
         self._prev.disabled = self.page <= 1
         self._next.disabled = self.page >= pages
 

@@ -1,0 +1,79 @@
+"""Export a run's data map and mislabel scores, one row per example, as CSV or Parquet (by the file's extension);
+``t3vis export RUN --what datamap --out FILE`` (``commands.py``) calls ``export``.
+
+Columns: row, [id when it is not the row number], split, text, label, prediction, confidence, variability,
+correctness, mislabel_score, every other available ``<name>_score``, and ``flipped``/``original_label`` when the
+run injected noise. Names are the explorer table's headers; values come from one source, the recorded dynamics
+(``datamaps.datamap_columns``), so they equal ``run_data_map`` and the table exactly. Imports no panel/bokeh.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import StoreError, T3VisError
+from .datamaps import MISLABEL_COLUMN, column_description, run_columns
+
+FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+WHAT = ("datamap",)
+#: Example columns exported before the dynamics columns, then after them (when the run has them).
+LEADING, TRAILING = ("split", "text", "label"), ("flipped", "original_label")
+
+
+class ExportError(T3VisError):
+    """An export cannot be written (unknown format, existing file, run without dynamics)."""
+
+
+def datamap_frame(run) -> pd.DataFrame:
+    """One row per example (all splits), label names decoded; ``attrs['mislabel_score']`` defines the score."""
+    columns = run_columns(run)
+    if columns is None:
+        raise StoreError(f"{run.loc.url}: no training dynamics recorded, so no data map to export (record the run "
+                         "with `t3vis train`, `t3vis demo` or the T3VisCallback)")
+    names = run.label_names
+    out = {"row": np.arange(run.n_examples)}
+    ids = run.column("id")
+    if not np.array_equal(ids, out["row"]):
+        out["id"] = ids
+    frame = run.examples(columns=[c for c in LEADING + TRAILING if c in run.columns])
+    out.update({c: frame[c] for c in LEADING if c in frame})
+    out["prediction"] = pd.Categorical.from_codes(columns.pop("prediction").astype(np.int64), categories=names)
+    out.update(columns)
+    out.update({c: frame[c] for c in TRAILING if c in frame})
+    table = pd.DataFrame(out)
+    for col in ("split", "label", "prediction", "original_label"):  # names, not category codes, in every format
+        if col in table:
+            table[col] = table[col].astype(str)
+    table.attrs[MISLABEL_COLUMN] = column_description(MISLABEL_COLUMN, run.dynamics_arrays())
+    return table
+
+
+def export(run, what: str, out: "str | os.PathLike", *, overwrite: bool = False) -> pd.DataFrame:
+    """Write ``what`` of ``run`` to ``out`` (format by extension) and return the table written. Atomic: a
+    temporary file is renamed into place, so an interrupted export leaves no half-written file; an existing file
+    is only replaced with ``overwrite``."""
+    out = Path(out)
+    fmt = FORMATS.get(out.suffix.lower())
+    if what not in WHAT:
+        raise ExportError(f"--what {what!r}: expected one of {list(WHAT)}")
+    if fmt is None:
+        raise ExportError(f"{out}: unknown format {out.suffix!r}; expected a file ending in one of {sorted(FORMATS)}")
+    if out.exists() and not overwrite:
+        raise ExportError(f"{out}: already exists; pass --overwrite to replace it")
+    if not out.parent.is_dir():
+        raise ExportError(f"{out.parent}: no such directory; expected an existing directory for the output file")
+    table = datamap_frame(run)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        if fmt == "csv":
+            table.to_csv(tmp, index=False)
+        else:
+            table.to_parquet(tmp, index=False)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return table
