@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from transformers import (AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification,
                           BertTokenizerFast)
@@ -97,3 +98,12 @@ def make_tiny_run(tmp_path: "str | Path", n: int = 64, checkpoints: int = 2, *, 
         save_model(model, tokenizer, run / writer.weights_dir(ckpt))
         writer.add_checkpoint(ckpt, step=10 * k, epoch=k, weights=writer.weights_dir(ckpt))
     return run
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Torch on one thread for a test module that imports this (training tests are faster and deterministic)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -23,18 +23,10 @@ from t3vis.training import TrainConfig
 from t3vis.training.crossfit import cross_fit_probs, cross_fit_run, stratified_folds
 from t3vis.training.recorder import predict_logits, tokenize
 
-from tests.fixtures import TOPICS, make_tiny_run, tiny_model, tiny_texts, tiny_tokenizer
+from tests.fixtures import TOPICS, make_tiny_run, one_thread, tiny_model, tiny_texts, tiny_tokenizer  # noqa: F401 (autouse)
 
 LABELS = list(TOPICS)[:3]
 MAX_LENGTH = 48
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def unique_examples(n: int, seed: int = 0) -> pd.DataFrame:

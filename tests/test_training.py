@@ -27,20 +27,12 @@ from t3vis.training.commands import register
 from t3vis.training.demo import linear_schedule, training_batches
 from t3vis.training.recorder import DynamicsRecorder, as_text_dataset
 
-from tests.fixtures import TOPICS, tiny_model, tiny_texts, tiny_tokenizer
+from tests.fixtures import TOPICS, one_thread, tiny_model, tiny_texts, tiny_tokenizer  # noqa: F401 (autouse)
 
 LABELS = list(TOPICS)[:3]
 N, N_TRAIN, EPOCHS, MAX_LENGTH = 120, 96, 3, 48
 #: No dropout: a training forward pass is then a function of the weights alone, so it can be recomputed.
 NO_DROPOUT = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def examples(n: int = N, n_train: int = N_TRAIN, seed: int = 0) -> pd.DataFrame:
