@@ -90,8 +90,9 @@ def register_score(score: MislabelScore) -> MislabelScore:
 
 
 register_score(MislabelScore(
-    "train_aum", "minus the area under the margin (AUM, Pleiss et al. 2020): the margin p(given label) - max "
-    "p(other label), averaged over every training forward pass that saw the example (before its update).",
+    "train_aum", "minus the area under the margin (AUM, Pleiss et al. 2020, on probabilities rather than logits): "
+    "the margin p(given label) - max p(other label), averaged over every training forward pass that saw the "
+    "example (before its update).",
     -1.0, 1.0, ("train_margin",), lambda train_margin: -_epoch_mean(train_margin)))
 register_score(MislabelScore(
     "train_confidence", "1 - the mean probability of the given label over every training forward pass that saw "

@@ -194,7 +194,8 @@ def predict_logits(model: torch.nn.Module, token_ids: Sequence[Sequence[int]], *
 def dynamics_from_logits(logits: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
     """Per-example gold-label probability, prediction, cross-entropy loss and margin from ``logits [n, C]``.
 
-    margin = p(gold) - max over the other classes of p (Pleiss et al. 2020 use it, averaged, as AUM).
+    margin = p(gold) - max over the other classes of p: AUM's margin on probabilities (Pleiss et al. 2020 take it
+    on logits, which are not stored).
     """
     logits = np.asarray(logits, np.float64)
     labels = np.asarray(labels, np.int64)
