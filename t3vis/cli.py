@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Check a run store: every zarr.json parses, every chunk is stored, every chunk "
                        "matches its checksum and decodes (skipped with --quick), and the layout matches the schema. "
                        "Print every problem with its path (array and chunk). Exit 1 if any.")
-    p.add_argument("run", help="run directory or fsspec URL")
+    p.add_argument("run", type=argtypes.existing_path, help="run directory or fsspec URL")
     depth = p.add_mutually_exclusive_group()
     depth.add_argument("--deep", action="store_true", help="read every chunk and verify its checksum (the default; "
                        "reads the whole store: ~2 s for `t3vis synth --n 200000`, 424 MB)")
