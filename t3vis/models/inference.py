@@ -108,11 +108,16 @@ def clip_text(text: str, max_length: int) -> str:
     return text if len(text) <= limit else text[:limit]
 
 
-def tokenize(tokenizer, texts, max_length: int) -> list[list[int]]:
-    """Token ids per text, truncated to ``max_length``, special tokens added, no padding."""
-    enc = tokenizer([clip_text(str(t), max_length) for t in texts], truncation=True, max_length=int(max_length),
-                    padding=False, return_attention_mask=False, return_token_type_ids=False)
-    return enc["input_ids"]
+def tokenize(tokenizer, texts, max_length: int, block: int = 1024) -> list[list[int]]:
+    """Token ids per text, truncated to ``max_length``, special tokens added, no padding (batches pad only to
+    their longest). Tokenised ``block`` texts at a time, so the tokenizer's output for a large dataset stays small."""
+    ids: list[list[int]] = []
+    for start in range(0, len(texts), block):
+        enc = tokenizer([clip_text(str(t), max_length) for t in texts[start:start + block]], truncation=True,
+                        max_length=int(max_length), padding=False, return_attention_mask=False,
+                        return_token_type_ids=False)
+        ids.extend(enc["input_ids"])
+    return ids
 
 
 def length_batches(lengths, batch_size: int) -> list[np.ndarray]:

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from ..errors import DatasetError, RunExistsError, TrainingError
-from ..models.inference import clip_text, fast_bf16, length_batches
+from ..models.inference import fast_bf16, length_batches, tokenize  # noqa: F401 (tokenize: re-exported)
 from ..store import RunWriter, schema
 from ..store.location import Location
 
@@ -111,15 +111,6 @@ def resolve_max_length(tokenizer, model=None, max_length: int | None = None) -> 
 
         limits.append(model_info(model, tokenizer).get("max_length"))
     return int(min(limit for limit in limits if limit))
-
-
-def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
-    """Token ids per text, truncated to ``max_length``, unpadded (batches pad only to their longest)."""
-    ids: list[list[int]] = []
-    for start in range(0, len(texts), 1024):
-        batch = [clip_text(str(t), max_length) for t in texts[start:start + 1024]]
-        ids.extend(tokenizer(batch, truncation=True, max_length=max_length)["input_ids"])
-    return ids
 
 
 def pad_id_of(tokenizer) -> int:
