@@ -95,10 +95,19 @@ def combobox(page, label: str):
 
 
 def choose(page, label: str, option: str) -> None:
-    """Pick ``option`` in the Material UI select or multi-choice labelled ``label``."""
+    """Pick ``option`` in the Material UI select or multi-choice labelled ``label``, and wait for its list to close.
+
+    A select closes its list itself; a multi-choice keeps it open until a click outside it (focus has left the list
+    once the choice re-renders it, so Escape does nothing). Until the list has gone its backdrop takes every click,
+    and a click on a closing select reopens it, so nothing else happens before then.
+    """
     combobox(page, label).click()
+    listbox = page.locator("[role=listbox]").filter(visible=True)
+    multiple = listbox.first.get_attribute("aria-multiselectable") == "true"
     page.locator("[role=menuitem], [role=option]").filter(has_text=re.compile(f"^{re.escape(option)}$")).first.click()
-    page.mouse.click(700, 30)  # close the list (on the page header)
+    if multiple:
+        page.mouse.click(700, 30)  # on the page header, outside the list
+    expect(listbox).to_have_count(0, timeout=10_000)
 
 
 def hover_a_point(page) -> list[str]:
