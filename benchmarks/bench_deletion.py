@@ -14,7 +14,6 @@ import torch
 
 from t3vis.analysis.saliency import METHODS, deletion_curve, saliency
 from t3vis.models import load_checkpoint
-from t3vis.models.serving import run_max_length
 from t3vis.store import Run
 
 FRACTIONS = (0.0, 0.1, 0.2)
@@ -30,7 +29,7 @@ def main() -> None:
     name = args.checkpoint or run.checkpoints[-1]
     model, tokenizer = load_checkpoint(run.checkpoint(name).weights_path)
     rows = np.flatnonzero(run.column("split") == 1)[: args.n]
-    enc = tokenizer([str(t) for t in run.text(rows)], truncation=True, max_length=run_max_length(run) or 128,
+    enc = tokenizer([str(t) for t in run.text(rows)], truncation=True, max_length=run.max_length or 128,
                     padding=True, return_tensors="pt", return_special_tokens_mask=True)
     ids, mask, special = enc["input_ids"], enc["attention_mask"], enc["special_tokens_mask"].bool()
     with torch.no_grad():

@@ -3,7 +3,7 @@ scores find the injected label flips (precision/recall among the lowest-ranked 5
 
     python benchmarks/bench_demo.py [--runs-dir DIR] [--epochs 3] [--seed 0] [--no-pipeline] [--json OUT]
 
-Runs ``t3vis.training.build_demo`` exactly as ``t3vis demo`` does (into a temporary directory unless
+Runs ``pipelines.build.build_demo`` exactly as ``t3vis demo`` does (into a temporary directory unless
 ``--runs-dir`` is given). Targets: validation accuracy >= 0.9, recall of flipped labels within the lowest-confidence
 10% >= 0.8, whole demo <= 6 min on the 2-core development machine.
 """
@@ -36,7 +36,7 @@ def detection(run: Run) -> dict[str, dict[str, float]]:
 
 def main(argv: list[str] | None = None) -> dict:
     from t3vis.training.commands import ProgressBar
-    from t3vis.training.demo import build_demo
+    from pipelines.build import build_demo
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs-dir", default=None, help="keep the run here (default: a temporary directory)")

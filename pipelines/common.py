@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import functools
-import hashlib
-from contextlib import contextmanager
 import json
-import os
 import posixpath
-import tempfile
+from contextlib import contextmanager
 
 import numpy as np
 
 from t3vis.errors import ModelError, PipelineError, StoreError
 from t3vis.store import Run, RunWriter, schema
 from t3vis.store.location import Location
-from t3vis.store.reader import read
+
+#: Decoded chunks of an example column a worker keeps: consecutive tasks share a text chunk (16,384 rows of text
+#: hold four tasks' rows).
+WORKER_CHUNK_BYTES = 32 << 20
 
 
 @contextmanager
@@ -54,22 +54,16 @@ def select_checkpoints(run: Run, names: "list[str] | None") -> list[str]:
 
 
 def checkpoint_weights(run: Run, name: str) -> str:
-    """The checkpoint's weight directory, checked against the run: it exists, and its config fits the run.
+    """The checkpoint's weight directory, checked against the run: it exists (``Checkpoint.weights``), and its
+    config fits the run.
 
     Checked on the driver so that a missing directory or a model with the wrong number of labels, layers or
     hidden size fails before any task starts, with the path and both values in the message.
     """
-    ckpt = run.checkpoint(name)
-    weights = ckpt.weights_path
-    if not weights:
-        raise ModelError(f"checkpoint '{name}' of {run.loc.url} records no weights (attrs.weights is empty); "
-                         "expected the path of a directory with model.safetensors and config.json")
+    weights = run.checkpoint(name).weights()
     loc = Location.of(weights)
     config_path = loc.path("config.json")
     try:
-        if not loc.exists():
-            raise ModelError(f"checkpoint '{name}': weights directory {weights} does not exist (expected "
-                             "model.safetensors, config.json and tokenizer files)")
         if not loc.exists("config.json"):
             raise ModelError(f"checkpoint '{name}': {weights} has no config.json (expected a saved Hugging Face "
                              "model directory)")
@@ -94,41 +88,15 @@ def checkpoint_weights(run: Run, name: str) -> str:
     return weights
 
 
-@functools.lru_cache(maxsize=8)
-def local_weights(url: str) -> str:
-    """A local directory with the weights: the path itself, or a per-process copy of a remote (fsspec) one."""
-    loc = Location.of(url)
-    if loc.is_local:
-        return loc.root
-    target = os.path.join(tempfile.gettempdir(), "t3vis-weights", hashlib.sha1(url.encode()).hexdigest()[:16])
-    if not os.path.isdir(target):
-        tmp = target + f".{os.getpid()}"
-        loc.fs.get(loc.root.rstrip("/") + "/", tmp, recursive=True)
-        os.replace(tmp, target)
-    return target
-
-
 @functools.lru_cache(maxsize=4)
-def _column_chunk(url: str, created: str, column: str, index: int) -> np.ndarray:
-    """One stored chunk of an example column, cached: consecutive tasks on a worker share a text chunk.
+def _column_rows(url: str, created: str, column: str):
+    """A worker's reader of one example column, kept: consecutive tasks on a worker share its cached chunks.
 
     ``created`` (the run's creation time) is part of the key, so a run re-created at the same path is read anew.
     """
-    arr = Run(url).root[f"examples/{column}"]
-    size = arr.chunks[0]
-    return read(arr, slice(index * size, (index + 1) * size))
+    return Run(url).rows(column, cache_bytes=WORKER_CHUNK_BYTES)
 
 
 def read_rows(url: str, column: str, rows: slice) -> np.ndarray:
-    """Rows ``rows`` (a contiguous slice) of an example column, reading whole stored chunks once per worker."""
-    run = Run(url)
-    arr = run.root[f"examples/{column}"]
-    size = arr.chunks[0]
-    start, stop = rows.start, rows.stop
-    parts = []
-    for index in range(start // size, (stop - 1) // size + 1):
-        chunk = _column_chunk(url, str(run.attrs.get("created")), column, index)
-        lo = max(start, index * size) - index * size
-        hi = min(stop, (index + 1) * size) - index * size
-        parts.append(chunk[lo:hi])
-    return np.concatenate(parts) if parts else np.empty(0)
+    """Rows ``rows`` of an example column, reading whole stored chunks once per worker."""
+    return _column_rows(url, str(Run(url).attrs.get("created")), column)(rows)

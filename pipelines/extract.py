@@ -9,7 +9,6 @@ is marked, then marks the checkpoint complete. A killed run keeps its marked chu
 
 from __future__ import annotations
 
-import posixpath
 import time
 from dataclasses import dataclass
 
@@ -17,11 +16,11 @@ import numpy as np
 
 from t3vis.errors import PipelineError
 from t3vis.store import schema
-from t3vis.store.location import Location
-from t3vis.store.writer import RunWriter, open_array
+from t3vis.store.weights import local_weights
+from t3vis.store.writer import RunWriter
 
 from .cluster import gather, limit_threads
-from .common import checkpoint_weights, local_weights, open_run, read_rows, select_checkpoints, store_errors
+from .common import checkpoint_weights, open_run, read_rows, select_checkpoints, store_errors
 
 
 @dataclass(frozen=True)
@@ -62,17 +61,12 @@ def unit_of(checkpoint: str, array: str) -> str:
     return f"checkpoints/{checkpoint}/{array}"
 
 
-def default_max_length(run) -> int | None:
-    """The truncation the run was trained with, if recorded (attrs.training.max_length, else model.max_length)."""
-    training = run.attrs.get("training") or {}
-    return training.get("max_length") or run.model.get("max_length")
-
-
 def extract_chunk(task: ChunkTask) -> dict:
     """The Dask task: forward one chunk of rows, write every array's chunk, then mark it done."""
     import torch
 
-    from t3vis.models.inference import cached_checkpoint, extract
+    from t3vis.analysis.extraction import extract
+    from t3vis.models.inference import cached_checkpoint
 
     limit_threads()
     started = time.perf_counter()
@@ -82,19 +76,12 @@ def extract_chunk(task: ChunkTask) -> dict:
     labels = read_rows(task.run, "label", rows)
     out = extract(loaded.model, loaded.tokenizer, texts, labels, batch_size=task.batch_size,
                   max_length=task.max_length)
-    loc = Location.of(task.run)
+    writer = RunWriter(task.run)
     units = [unit_of(task.checkpoint, a) for a in schema.EXTRACTED_ARRAYS]
-    staged = [posixpath.join(schema.STAGING_DIR, u) for u in units]
-    if not all(loc.exists(s, "zarr.json") for s in staged):
+    if not all(writer.is_staged(unit) for unit in units):
         return {"skipped": True}  # committed or reset meanwhile, by another driver: write nothing
-    for array, rel in zip(schema.EXTRACTED_ARRAYS, staged):
-        target = open_array(loc.url_of(rel))  # stores every chunk, even an all-zero one (see store/integrity.py)
-        values = out[array].astype(target.dtype, copy=False)
-        if array.startswith("hidden"):
-            target[:, rows, :] = values
-        else:
-            target[rows] = values
-    writer = RunWriter(loc)
+    for array, unit in zip(schema.EXTRACTED_ARRAYS, units):
+        writer.write_chunk(unit, task.index, out[array])
     for unit in units:
         writer.mark_chunk(unit, task.index)
     return {"rows": task.stop - task.start, "tokens": int(out["length"].sum()), "dtype": str(loaded.dtype),
@@ -142,9 +129,7 @@ def commit_checkpoint(writer: RunWriter, name: str, attrs: dict | None = None) -
         unit = unit_of(name, array)
         if not writer.is_done(unit):
             writer.commit(unit)
-    if attrs:
-        writer.root[f"checkpoints/{name}"].attrs.update(attrs)
-    writer.mark_checkpoint_complete(name)
+    writer.mark_checkpoint_complete(name, **(attrs or {}))
 
 
 def run_extract(client, url: str, *, checkpoints: list[str] | None = None, chunk_rows: int = schema.CHUNK_ROWS,
@@ -156,7 +141,7 @@ def run_extract(client, url: str, *, checkpoints: list[str] | None = None, chunk
     """
     run, writer = open_run(url)
     names = select_checkpoints(run, checkpoints)
-    max_length = max_length or default_max_length(run)
+    max_length = max_length or run.max_length
     summary = {"checkpoints": {}, "rows": 0, "tokens": 0, "tasks": 0}
     with store_errors(run.loc.url, "extract"):
         plans = {name: plan_checkpoint(run, writer, name, chunk_rows) for name in names}

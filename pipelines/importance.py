@@ -12,10 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from t3vis.store import schema
+from t3vis.store.weights import local_weights
 from t3vis.store.writer import RunWriter
 
 from .cluster import gather, limit_threads
-from .common import checkpoint_weights, local_weights, open_run, select_checkpoints
+from .common import checkpoint_weights, open_run, select_checkpoints
 
 ARRAYS = ("head_importance_raw", "head_importance", "attention")
 
@@ -78,12 +79,10 @@ def run_importance(client, url: str, *, checkpoints: list[str] | None = None, sa
                    dtype: str = "auto", batch_size: int = 32, max_length: int | None = None, attention_size: int = 64,
                    device: str | None = None, progress: bool = True) -> dict:
     """Head importance and aggregate attention for every checkpoint not yet done."""
-    from .extract import default_max_length
-
     run, writer = open_run(url)
     names = select_checkpoints(run, checkpoints)
     rows, split = importance_sample(run, sample, seed)
-    max_length = max_length or default_max_length(run)
+    max_length = max_length or run.max_length
     summary = {"checkpoints": {}, "sample": len(rows), "split": split}
     todo = [name for name in names if not all(writer.is_done(f"checkpoints/{name}/{a}") for a in ARRAYS)]
     weights = {name: checkpoint_weights(run, name) for name in todo}  # all checked before any task starts

@@ -90,7 +90,7 @@ def run_project(client, url: str, *, checkpoints: list[str] | None = None, metho
             for name in names:  # one chain; a done unit's stored layout seeds the next task
                 unit = unit_of(name, method, layer)
                 with store_errors(run.loc.url, "project"):
-                    writer.root.require_group(f"checkpoints/{name}/projection/{method}")
+                    writer.prepare(unit)
                 if writer.is_done(unit):
                     previous = run.checkpoint(name).projection(method, layer)
                     summary["skipped"] += 1

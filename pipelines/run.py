@@ -28,7 +28,7 @@ def run_steps(client, url: str, steps=STEPS, *, checkpoints: list[str] | None = 
     unknown = [s for s in steps if s not in STEPS]
     if unknown:
         raise ValueError(f"unknown step(s) {unknown}; expected some of {STEPS}")
-    check_workers_see(client, url, f"{schema.STORE_DIR}/zarr.json")
+    check_workers_see(client, url, schema.ROOT_METADATA)
     runners = {"extract": (run_extract, extract), "importance": (run_importance, importance),
                "project": (run_project, project)}
     summary = {}

@@ -4,7 +4,7 @@ The core (store, data, models, analysis, training) imports without panel/bokeh; 
 UI stack on first use.
 """
 
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["Explorer", "__version__"]
 

@@ -144,8 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     from pipelines.commands import register as register_pipelines
 
     from .analysis.commands import register as register_export
-    from .training.commands import register as register_training
-    from .training.crossfit import register as register_crossfit
+    from .training.commands import register as register_training, register_crossfit
 
     register_training(sub)
     register_crossfit(sub)

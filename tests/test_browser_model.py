@@ -36,8 +36,8 @@ def model_views_app(run_path: str, rows: int = 8):
         table = pn.widgets.Tabulator(frame.reset_index(), show_index=False, disabled=True, height=240,
                                      sizing_mode="stretch_width")
         table.on_click(lambda event: setattr(state, "example", int(frame.index[event.row])))
-        heads = HeadView(state, scale="instance")
-        return pn.Column(table, pn.Row(heads, InstanceView(state)), sizing_mode="stretch_width")
+        heads = HeadView(state=state, scale="instance")
+        return pn.Column(table, pn.Row(heads, InstanceView(state=state)), sizing_mode="stretch_width")
 
     return app
 

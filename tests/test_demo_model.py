@@ -11,14 +11,14 @@ import torch
 from t3vis.analysis.saliency import METHODS, deletion_curve, saliency
 from t3vis.models import load_checkpoint
 from t3vis.store import Run, validate
-from t3vis.training.demo import build_demo
+from t3vis.training.demo import train_demo
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    path = build_demo(tmp_path_factory.mktemp("runs") / "demo", epochs=1, pipeline=False)
+    path = train_demo(tmp_path_factory.mktemp("runs") / "demo", epochs=1)
     return Run(path)
 
 

@@ -25,11 +25,12 @@ import torch.nn.functional as F
 from pipelines import dask_client, run_extract, run_pipeline
 from pipelines.extract import unit_of
 from pipelines.importance import importance_sample
+from t3vis.analysis.extraction import extract
 from t3vis.analysis.importance import head_importance
 from t3vis.analysis.projection import pca, procrustes_align
 from t3vis.errors import ModelError, PipelineError
 from t3vis.models import load_checkpoint, save_model
-from t3vis.models.inference import extract, fast_bf16, resolve_dtype
+from t3vis.models.inference import fast_bf16, resolve_dtype
 from t3vis.store import Run, schema, validate
 from t3vis.store.writer import RunWriter
 from tests.fixtures import make_tiny_run, tiny_model, tiny_tokenizer

@@ -18,11 +18,12 @@ import numpy as np
 import pytest
 from ui_fixtures import PAYLOADS
 
-from t3vis.models.serving import Forward
+from t3vis.serving import Forward
 from t3vis.ui.explorer import DemoOffer, invalid_run
-from t3vis.ui.instance import ClickableHTML, classes_html, pruning_summary
 from t3vis.ui.projection import legend_html
 from t3vis.ui.text import HTML, AlertPane, HTMLPane, Markdown, MarkdownPane, code, escape_markdown
+from t3vis.ui.tokens import classes_html, pruning_summary
+from t3vis.ui.widgets import ClickableHTML
 
 ROOT = Path(__file__).resolve().parents[1]
 VIEWS = sorted((ROOT / "t3vis" / "ui").glob("*.py")) + sorted((ROOT / "apps").glob("*.py"))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import subprocess
+import sys
 from importlib import resources
 
 import numpy as np
@@ -25,16 +27,19 @@ from transformers import (
     RobertaForSequenceClassification,
 )
 
-from t3vis.analysis.lrp import conservative_propagation
-from t3vis.analysis.rollout import attention_rollout
 from t3vis.analysis.saliency import (
-    _first_layer_input_captured,
+    REGISTRY,
+    attention_rollout,
+    conservative_propagation,
     deletion_curve,
+    get_method,
     gradient_x_input,
     integrated_gradients,
+    label_of,
     lrp,
     saliency,
 )
+from t3vis.analysis.saliency.conservative_lrp import _first_layer_input_captured
 from t3vis.errors import ModelError, T3VisError
 
 PAD = 0
@@ -420,3 +425,33 @@ def test_attention_rollout_from_a_model_zeroes_padding():
     assert rollout.shape == (2, 9, 9)
     assert torch.all(rollout[1, 6:] == 0) and torch.all(rollout[1, :, 6:] == 0)
     torch.testing.assert_close(rollout[1, :6].sum(-1), torch.ones(6, dtype=torch.float64))
+
+
+# --- registry ------------------------------------------------------------------------------------------
+
+
+def test_registry_names_each_method_its_function_result_and_interactive_options():
+    model = tiny("bert")
+    ids, mask = batch()
+    target = torch.tensor([1, 2])
+    expected = {  # what the app computed before the registry, spelled out by hand
+        "grad_x_input": gradient_x_input(model, ids, mask, target),
+        "integrated_gradients": integrated_gradients(model, ids, mask, target, steps=16, batch_size=16).attributions,
+        "lrp": lrp(model, ids, mask, target).relevance,
+    }
+    assert list(REGISTRY) == list(expected)
+    for name, scores in expected.items():
+        entry = get_method(name)
+        got = saliency(model, ids, mask, target, method=name, **entry.options)
+        np.testing.assert_array_equal(got, scores.detach().float().numpy())
+        assert label_of(name) == name.replace("_", " ")  # the legend text the instance view showed before
+    assert label_of("shap") == "shap"
+    with pytest.raises(T3VisError, match="method: expected one of grad_x_input, integrated_gradients, lrp"):
+        get_method("shap")
+
+
+def test_listing_methods_imports_no_torch():
+    code = ("import sys; import t3vis.analysis.saliency as s, t3vis.ui.state as u\n"
+            "print(list(s.METHODS) == u.SALIENCY_METHODS, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "False"]

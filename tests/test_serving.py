@@ -19,8 +19,9 @@ import torch.nn.functional as F
 
 from t3vis.analysis.saliency import saliency
 from t3vis.errors import ModelError, T3VisError
-from t3vis.models import gates_from_pruned, head_gates, load_checkpoint, serving
-from t3vis.models.serving import ModelServer, get_server, prediction_change, run_max_length, server_for_checkpoint
+from t3vis import serving
+from t3vis.models import gates_from_pruned, head_gates, load_checkpoint
+from t3vis.serving import ModelServer, get_server, prediction_change, server_for_checkpoint, workers
 from t3vis.store import Run, RunWriter
 from tests.fixtures import make_tiny_run, tiny_texts
 
@@ -125,8 +126,8 @@ def _threads_seen_by_a_new_thread() -> int:
 def test_workers_run_torch_single_threaded():
     before = torch.get_num_threads()
     new_thread_default = _threads_seen_by_a_new_thread()  # other code in this process may have changed it
-    serving.pool().shutdown()
-    serving._POOL = None  # a fresh pool, so its initializer runs in this test
+    workers.pool().shutdown()
+    workers._POOL = None  # a fresh pool, so its initializer runs in this test
     assert serving.submit(torch.get_num_threads).result() == 1
     assert torch.get_num_threads() == before
     # the workers' setting does not leak to threads started afterwards
@@ -233,14 +234,14 @@ def test_stored_logits_stand_in_for_the_unpruned_pass(weights, reference):
 def test_extracted_logits_only_at_the_same_truncation(tmp_path):
     run_path = make_tiny_run(tmp_path, n=10, checkpoints=1)
     checkpoint = Run(str(run_path)).checkpoint("epoch-0")
-    assert serving.extracted_logits(checkpoint, [1, 2], 64) is None  # nothing extracted yet
+    assert checkpoint.logits([1, 2], 64) is None  # nothing extracted yet
     logits = np.arange(30, dtype=np.float32).reshape(10, 3)
     writer = RunWriter(str(run_path))
     writer.write_array("checkpoints/epoch-0/logits", logits)
     writer.root["checkpoints/epoch-0"].attrs.update({"extract": {"max_length": 64}})
     checkpoint = Run(str(run_path)).checkpoint("epoch-0")
-    np.testing.assert_array_equal(serving.extracted_logits(checkpoint, [7, 2], 64), logits[[7, 2]])
-    assert serving.extracted_logits(checkpoint, [7, 2], 32) is None
+    np.testing.assert_array_equal(checkpoint.logits([7, 2], 64), logits[[7, 2]])
+    assert checkpoint.logits([7, 2], 32) is None
 
 
 def test_bf16_batches_stay_close_to_fp32(weights, server):
@@ -294,4 +295,4 @@ def test_lrp_calls_do_not_disturb_concurrent_forwards(server, reference):
 
 
 def test_run_max_length_prefers_the_training_length(run_path):
-    assert run_max_length(Run(str(run_path))) == 64
+    assert Run(str(run_path)).max_length == 64

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from t3vis.errors import RunExistsError, SchemaVersionError, StoreError
+from t3vis.errors import ModelError, RunExistsError, SchemaVersionError, StoreError
 from t3vis.store import Run, RunWriter, validate, validate_or_raise
 from t3vis.store import schema
 
@@ -279,3 +279,137 @@ def test_column_encoding_kinds(tmp_path):
     assert run.categories("topic") == ["x", "y"]
     assert run.categories("original_label") == ["a", "b", "c"]
     assert list(run.examples(slice(0, 2), ["original_label"])["original_label"]) == ["b", "c"]
+
+
+# ------------------------------------------------------------------------------------------------ run facts
+@pytest.mark.parametrize("cache_bytes", [0, 1, 1 << 20])
+def test_row_reader_equals_a_direct_read_across_chunk_boundaries(tmp_path, cache_bytes):
+    frame = make_frame(23)
+    RunWriter.create(tmp_path / "run", examples=frame, label_names=["a", "b", "c"], model=MODEL, dataset={},
+                     chunk_rows=5)
+    run = Run(tmp_path / "run")
+    for rows in (np.array([22, 0, 4, 5, 9, 10, 4, 17]), slice(3, 21), np.array([], np.int64), slice(20, 23)):
+        for column in ("text", "score", "label"):
+            expected = frame[column].to_numpy()[rows]
+            got = run.rows(column, cache_bytes)(rows)
+            assert len(got) == len(expected) and list(got) == pytest.approx(list(expected)), (column, rows)
+            assert list(run.column(column, rows)) == list(got)
+    assert list(run.rows("text", cache_bytes)()) == list(frame["text"])
+    logits = np.random.default_rng(0).normal(size=(23, 3)).astype(np.float32)  # 2-D: rows of the first axis
+    w = RunWriter(tmp_path / "run")
+    w.add_checkpoint("c", step=1, epoch=1)
+    w.write_array("checkpoints/c/logits", logits, chunk_rows=5)
+    rows = np.array([21, 4, 5, 0])
+    np.testing.assert_array_equal(Run(tmp_path / "run").checkpoint("c").read("logits", rows), logits[rows])
+
+
+def test_row_reader_keeps_chunks_up_to_its_budget(tmp_path):
+    frame = make_frame(20)
+    RunWriter.create(tmp_path / "run", examples=frame, label_names=["a", "b", "c"], model=MODEL, dataset={},
+                     chunk_rows=5)
+    run = Run(tmp_path / "run")
+    kept, small = run.rows("text", 1 << 20), run.rows("text", 1)
+    assert list(kept(np.arange(20))) == list(frame["text"])  # every chunk read once, and kept
+    assert list(small(np.array([0, 7]))) == [frame["text"][0], frame["text"][7]]  # keeps chunk 1 only
+    _garble_chunks(tmp_path / "run" / schema.STORE_DIR / "examples" / "text")
+    assert list(kept(np.array([19, 0]))) == [frame["text"][19], frame["text"][0]]  # from memory
+    assert small(np.array([6]))[0] == frame["text"][6]
+    with pytest.raises(StoreError, match="examples/text: chunk c/0 is corrupt"):  # evicted: read again, and fails
+        small(np.array([0]))
+
+
+def test_run_max_length_is_the_training_length_else_the_models(tmp_path):
+    def run_with(model_max, training):
+        extra = {"training": training} if training is not None else None
+        RunWriter.create(tmp_path / "run", examples=make_frame(), label_names=["a", "b", "c"], overwrite=True,
+                         model={**MODEL, **({"max_length": model_max} if model_max else {})}, dataset={},
+                         extra_attrs=extra)
+        return Run(tmp_path / "run").max_length
+
+    assert run_with(512, {"max_length": 64, "status": "done"}) == 64
+    assert run_with(512, {"status": "done"}) == 512
+    assert run_with(512, {"max_length": None}) == 512
+    assert run_with(None, {"max_length": "96"}) == 96
+    assert run_with(None, None) is None
+
+
+def test_checkpoint_logits_are_what_extraction_wrote_at_the_runs_truncation(tmp_path):
+    n, rows = 11, 4
+    RunWriter.create(tmp_path / "run", examples=make_frame(n), label_names=["a", "b", "c"], dataset={},
+                     model={**MODEL, "max_length": 64})
+    w = RunWriter(tmp_path / "run")
+    w.add_checkpoint("c", step=1, epoch=1)
+    assert Run(tmp_path / "run").checkpoint("c").logits([1, 2]) is None  # nothing extracted yet
+    logits = np.random.default_rng(3).normal(size=(n, 3)).astype(np.float32)
+    shapes = {"hidden_cls": (3, n, 4), "hidden_mean": (3, n, 4), "logits": (n, 3)}
+    for name in schema.EXTRACTED_ARRAYS:  # the way the extract pipeline writes: staged, chunk by chunk
+        shape = shapes.get(name, (n,))
+        values = logits if name == "logits" else np.zeros(shape, np.float32)
+        unit = f"checkpoints/c/{name}"
+        w.staged_array(unit, shape, np.float32, schema.default_chunks(name, shape, rows))
+        for index, part in enumerate(range(0, n, rows)):
+            sl = (slice(None),) * schema.row_axis(name) + (slice(part, part + rows),)
+            w.write_chunk(unit, index, values[sl])
+            w.mark_chunk(unit, index)
+        w.commit(unit)
+    w.mark_checkpoint_complete("c", extract={"max_length": 64})
+    checkpoint = Run(tmp_path / "run").checkpoint("c")
+    assert checkpoint.complete
+    np.testing.assert_array_equal(checkpoint.logits([9, 0, 4]), logits[[9, 0, 4]])
+    np.testing.assert_array_equal(checkpoint.logits(), logits)
+    np.testing.assert_array_equal(checkpoint.logits(slice(3, 9), 64), logits[3:9])
+    assert checkpoint.logits([9], 32) is None  # asked at another truncation
+    w.mark_checkpoint_complete("c", extract={"max_length": 128})  # extracted at another truncation than the run's
+    assert Run(tmp_path / "run").checkpoint("c").logits([9]) is None
+
+
+def test_write_chunk_writes_whole_checked_chunks_and_rejects_a_wrong_shape(tmp_path):
+    w = create(tmp_path / "run", n=10)
+    w.add_checkpoint("c", step=1, epoch=1)
+    unit = "checkpoints/c/hidden_mean"
+    hidden = np.arange(3 * 10 * 4, dtype=np.float32).reshape(3, 10, 4)
+    w.staged_array(unit, (3, 10, 4), np.float16, (1, 4, 4))
+    assert w.is_staged(unit) and not w.is_done(unit)
+    with pytest.raises(StoreError, match=r"chunk 2 holds shape \(3, 2, 4\), got values of shape \(3, 4, 4\)"):
+        w.write_chunk(unit, 2, hidden[:, 0:4])  # the last chunk has 2 rows
+    with pytest.raises(StoreError, match="chunk 3"):
+        w.write_chunk(unit, 3, hidden[:, 0:0])  # past the end
+    staged = tmp_path / "run" / schema.STAGING_DIR / unit
+    assert not (staged / "c").exists()  # nothing written by the failed calls
+    for index in range(3):
+        w.write_chunk(unit, index, hidden[:, 4 * index:4 * index + 4])
+    w.commit(unit)
+    stored = tmp_path / "run" / schema.STORE_DIR / unit
+    meta = json.loads((stored / "zarr.json").read_text())
+    assert meta["codecs"][-1]["name"] == "crc32c" and meta["data_type"] == "float16"
+    assert len(list((stored / "c").rglob("*"))) - len([p for p in (stored / "c").rglob("*") if p.is_dir()]) == 9
+    np.testing.assert_array_equal(Run(tmp_path / "run").checkpoint("c").hidden(2, "mean"), hidden[2])
+
+
+def test_checkpoint_weights_lookup_names_what_is_missing(tmp_path):
+    w = create(tmp_path / "run")
+    rel = w.weights_dir("c")
+    w.add_checkpoint("c", step=1, epoch=1, weights=rel)
+    w.add_checkpoint("bare", step=2, epoch=2, weights=None)
+    run = Run(tmp_path / "run")
+    where = str(tmp_path / "run" / rel)
+    with pytest.raises(ModelError, match=rf"weights of checkpoint 'c' of run 'run' are missing: .* at {where}, "
+                                         "which does not exist"):
+        run.checkpoint("c").weights()
+    with pytest.raises(ModelError, match="checkpoint 'bare' of run 'run' has no model weights recorded"):
+        run.checkpoint("bare").weights()
+    os.makedirs(where + ".old")  # a save that replaced it was interrupted: the previous copy is complete
+    assert run.checkpoint("c").weights() == where + ".old"
+    os.makedirs(where)
+    assert run.checkpoint("c").weights() == where
+
+
+def test_stamp_and_crossfit_attrs_follow_what_is_written(tmp_path):
+    w = create(tmp_path / "run")
+    run = Run(tmp_path / "run")
+    before = run.stamp()
+    assert run.crossfit_attrs() is None and run.crossfit() is None
+    w.write_epoch(1, gold_prob=np.ones(10), pred=np.zeros(10), loss=np.zeros(10))
+    assert Run(tmp_path / "run").stamp() != before
+    w.write_crossfit(np.full((10, 3), 1 / 3), np.zeros(10), {"folds": 2, "seed": 7})
+    assert Run(tmp_path / "run").crossfit_attrs() == {"folds": 2, "seed": 7}

@@ -24,7 +24,7 @@ from t3vis.errors import StoreError
 from t3vis.store import Run, RunWriter, schema, validate
 from t3vis.store.integrity import checksum_problem, split_chunk_key
 from t3vis.store.writer import open_array
-from t3vis.ui.data import TextChunks
+from t3vis.ui.data import run_data
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = dict(name_or_path="tiny", model_type="bert", num_layers=2, num_heads=2, hidden_size=4)
@@ -87,7 +87,7 @@ READS = {  # each damaged array, read the ways the project reads it
     "examples/label": [lambda run: run.column("label"), lambda run: run.examples(slice(16, 20)),
                        lambda run: read_rows(str(run.loc.url), "label", slice(0, N))],
     "examples/text": [lambda run: run.column("text", np.array([1, 2])), lambda run: run.text(0),
-                      lambda run: TextChunks(run).get(np.array([3]))],
+                      lambda run: run_data(run).text(np.array([3]))],
     "checkpoints/c/hidden_cls": [lambda run: run.checkpoint("c").hidden(1),
                                  lambda run: run.checkpoint("c").hidden(1, rows=np.array([33]))],
     "checkpoints/c/loss": [lambda run: run.checkpoint("c").read("loss")],

@@ -318,7 +318,8 @@ def test_a_model_without_class_names_gets_sorted_ids_with_a_warning(tmp_path):
 def test_recorded_dynamics_equal_the_pipeline_extraction_of_the_same_weights(tmp_path, bf16):
     """One batching and precision path: the recorder's p(gold) for epoch k is what `t3vis extract` computes for
     checkpoint epoch-k (the extraction task's own calls: cached_checkpoint + extract)."""
-    from t3vis.models.inference import cached_checkpoint, extract
+    from t3vis.analysis.extraction import extract
+    from t3vis.models.inference import cached_checkpoint
 
     tokenizer = tiny_tokenizer(tmp_path / "tokenizer")
     model = tiny_model(3, attn_implementation="sdpa")
@@ -430,7 +431,7 @@ def test_fine_tune_is_deterministic_for_a_seed_and_reports_progress(base_model, 
 
     def train(name, seed):
         config = TrainConfig(epochs=2, learning_rate=3e-3, max_length=48, seed=seed, bf16=False)
-        train_run(tmp_path / name, ds, model_path=base_model / "model", config=config, pipeline=False,
+        train_run(tmp_path / name, ds, model_path=base_model / "model", config=config,
                   progress=lambda stage, f: stages.append((stage, f)))
         return Run(tmp_path / name).dynamics()
 

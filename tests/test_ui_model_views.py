@@ -17,20 +17,25 @@ from PIL import Image
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
 from t3vis.models import gates_from_pruned, head_gates, load_checkpoint
-from t3vis.models.serving import ModelServer, get_server
+from t3vis.serving import ModelServer, NewestOnly, get_server, session_model
 from t3vis.store import Run, RunWriter
-from t3vis.ui.heads import HeadView, grid_html, importance_html, pattern_png, patterns_html, pool_attention
-from t3vis.ui.instance import (
+from t3vis.ui.heads import (
+    HeadView,
+    grid_html,
+    importance_html,
+    pattern_png,
+    patterns_html,
+    pool_attention,
+    pruned_json,
+)
+from t3vis.ui.instance import InstanceView
+from t3vis.ui.tokens import (
     ATTENTION,
     NEGATIVE,
     POSITIVE,
-    InstanceView,
-    NewestOnly,
     attention_from,
     classes_html,
     diverging_colours,
-    pruned_json,
-    session_model,
     token_units,
     tokens_html,
     unit_sums,
@@ -77,7 +82,7 @@ def long_run(tmp_path_factory):
 
 def views(run_path, **head_params):
     state = ExplorerState(str(run_path))
-    return state, InstanceView(state), HeadView(state, **head_params)
+    return state, InstanceView(state=state), HeadView(state=state, **head_params)
 
 
 def reference_logits(run_path, text, pruned=()):

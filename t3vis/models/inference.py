@@ -1,8 +1,10 @@
-"""Batched forward passes that return what the run store keeps per example.
+"""The one batching and precision toolkit: training, the pipelines and the model server all batch through it.
 
-For every example: the pooled hidden state of every layer (the classification token and the mean over real
-tokens), logits, loss, prediction, gold-label probability and token length. The Dask workers, the benchmarks and
-the tests share this code, so the numbers in the store are exactly what a plain forward pass gives.
+Tokenise with early truncation (`clip_text`, `tokenize`), pad (`pad_ids`), bucket by length (`length_batches`),
+decide bf16 (`fast_bf16`, `resolve_dtype`, `measured_copy`), the one max-length rule (`model_max_length`,
+`resolve_max_length`), and `predict_logits` (logits as the training recorder measures an epoch). Logits become
+probabilities, loss and margin only in :func:`t3vis.tasks.unit_outputs` (a floor above), so the same logits give
+the same numbers in the store (:mod:`t3vis.analysis.extraction`), the training dynamics and the explorer.
 
 Why the batching looks like it does: texts are tokenised without padding, sorted by length and cut into batches,
 so a batch pads to its own longest text (on BBC-like data this removes most padding), and results are put back in
@@ -17,18 +19,19 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
+import copy
+from collections.abc import Sequence
+
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 #: Model types whose classification head reads the first token ([CLS] / <s>); decoders read the last real one.
 FIRST_TOKEN_TYPES = ("bert", "electra", "roberta", "xlm-roberta", "camembert", "distilbert", "albert", "deberta",
                      "deberta-v2", "mpnet")
-#: Longest input when neither the caller nor the model says (BERT-family position limit).
+#: Longest input when neither the caller nor the model says (BERT-family position limit), and the most a run
+#: measures by default (`resolve_max_length`), so a long-context model is not trained at thousands of tokens.
 DEFAULT_MAX_LENGTH = 512
-#: Arrays ``extract`` returns, in the order the store lists them.
-OUTPUT_NAMES = ("hidden_cls", "hidden_mean", "logits", "loss", "pred", "gold_prob", "length")
 
 
 # ---------------------------------------------------------------------------------------------------- dtype
@@ -126,18 +129,22 @@ def length_batches(lengths, batch_size: int) -> list[np.ndarray]:
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def pad_ids(ids: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad to the longest: ``(input_ids, attention_mask)`` as int64 tensors."""
+def pad_ids(ids: Sequence[Sequence[int]], pad_id: int, padding_side: str = "right"
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad to the longest (on the right, or on the left for a tokenizer that pads there): ``(input_ids,
+    attention_mask)`` as int64 tensors."""
     width = max(len(x) for x in ids)
     input_ids = torch.full((len(ids), width), int(pad_id), dtype=torch.long)
     mask = torch.zeros((len(ids), width), dtype=torch.long)
     for i, x in enumerate(ids):
-        input_ids[i, :len(x)] = torch.as_tensor(x, dtype=torch.long)
-        mask[i, :len(x)] = 1
+        span = slice(width - len(x), width) if padding_side == "left" else slice(0, len(x))
+        input_ids[i, span] = torch.as_tensor(x, dtype=torch.long)
+        mask[i, span] = 1
     return input_ids, mask
 
 
 def pad_token_id(tokenizer, model: nn.Module | None = None) -> int:
+    """The tokenizer's padding id, else the model config's, else end-of-sequence, else 0."""
     for candidate in (getattr(tokenizer, "pad_token_id", None),
                       getattr(getattr(model, "config", None), "pad_token_id", None),
                       getattr(tokenizer, "eos_token_id", None)):
@@ -146,72 +153,95 @@ def pad_token_id(tokenizer, model: nn.Module | None = None) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------------------------------- forward
-def pooled_outputs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                   labels: torch.Tensor) -> dict[str, np.ndarray]:
-    """One forward pass: every layer's pooled hidden states (``[L+1, B, D]`` float16), logits and friends."""
-    device = next(model.parameters()).device
-    input_ids, attention_mask, labels = input_ids.to(device), attention_mask.to(device), labels.to(device)
-    with torch.inference_mode():
-        out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-        lengths = attention_mask.sum(1)
-        # the token the classifier reads: first (encoders) or last real one (decoders; padding is on the right)
-        position = 0 if classification_position(model.config.model_type) == "first" else lengths - 1
-        rows = torch.arange(len(lengths), device=device)
-        cls = torch.stack([h[rows, position] for h in out.hidden_states])  # [L+1, B, D]
-        # mean over real tokens, accumulated in fp32 one layer at a time (no [L+1, B, T, D] fp32 copy)
-        weights = (attention_mask.to(torch.float32) / lengths[:, None].to(torch.float32))[:, None, :]  # [B, 1, T]
-        mean = torch.stack([torch.bmm(weights, h.float())[:, 0] for h in out.hidden_states])
-        logits = out.logits.float()
-        logp = F.log_softmax(logits, dim=-1)
-        loss = F.nll_loss(logp, labels, reduction="none")
-        return {
-            "hidden_cls": cls.to(torch.float16).cpu().numpy(),
-            "hidden_mean": mean.to(torch.float16).cpu().numpy(),
-            "logits": logits.cpu().numpy(),
-            "loss": loss.cpu().numpy(),
-            "pred": logits.argmax(-1).to(torch.int16).cpu().numpy(),
-            "gold_prob": logp.gather(1, labels[:, None])[:, 0].exp().cpu().numpy(),
-            "length": lengths.to(torch.int32).cpu().numpy(),
-        }
+# ---------------------------------------------------------------------------------------------------- max length
+#: Tokenizers report "no limit" as a huge sentinel (1e30); anything above this is not a real limit.
+NO_LIMIT = 1_000_000
 
 
-def extract(model: nn.Module, tokenizer, texts, labels, *, batch_size: int = 64,
-            max_length: int | None = None) -> dict[str, np.ndarray]:
-    """Run ``model`` over ``texts`` in length-sorted batches; arrays come back in the order of ``texts``.
+def input_limit(model: nn.Module | None, tokenizer=None) -> int | None:
+    """The longest input ``model`` and ``tokenizer`` take (position embeddings less those reserved before the
+    first token, capped by the tokenizer's limit), or None when neither says."""
+    from ..errors import ModelError
+    from .registry import spec_for
 
-    Hidden states are ``[L+1, n, D]`` (layer 0 is the embedding output), the rest ``[n]`` or ``[n, C]``.
-    """
-    labels = np.asarray(labels, dtype=np.int64)
-    ids = tokenize(tokenizer, texts, max_length or model_max_length(model, tokenizer))
-    pad = pad_token_id(tokenizer, model)
-    n = len(ids)
-    out: dict[str, np.ndarray] = {}
-    for rows in length_batches([len(x) for x in ids], batch_size):
-        input_ids, mask = pad_ids([ids[i] for i in rows], pad)
-        part = pooled_outputs(model, input_ids, mask, torch.as_tensor(labels[rows]))
-        for name, values in part.items():
-            axis = 1 if name.startswith("hidden") else 0
-            if name not in out:
-                shape = list(values.shape)
-                shape[axis] = n
-                out[name] = np.empty(shape, values.dtype)
-            index = (slice(None), rows) if axis else rows
-            out[name][index] = values
-    return out
+    limits = []
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if positions:
+        try:
+            offset = spec_for(model).position_offset
+        except ModelError:  # not head-addressable: no reserved positions known
+            offset = 0
+        limits.append(int(positions) - offset)
+    tok_max = getattr(tokenizer, "model_max_length", None)
+    if tok_max and tok_max < NO_LIMIT:
+        limits.append(int(tok_max))
+    limits = [limit for limit in limits if limit]
+    return min(limits) if limits else None
 
 
 def model_max_length(model: nn.Module, tokenizer=None) -> int:
     """The longest input the model takes: its position limit, capped by the tokenizer's, else 512."""
-    limits = []
-    positions = getattr(model.config, "max_position_embeddings", None)
-    if positions:
-        offset = 2 if model.config.model_type in ("roberta", "xlm-roberta", "camembert") else 0
-        limits.append(int(positions) - offset)
-    tok_max = getattr(tokenizer, "model_max_length", None)
-    if tok_max and tok_max < 1_000_000:
-        limits.append(int(tok_max))
-    return min(limits) if limits else DEFAULT_MAX_LENGTH
+    return input_limit(model, tokenizer) or DEFAULT_MAX_LENGTH
+
+
+def resolve_max_length(tokenizer, model: nn.Module | None = None, max_length: int | None = None) -> int:
+    """The truncation a new run trains and measures at: ``max_length`` when given, else the model's limit
+    (`model_max_length`) capped at `DEFAULT_MAX_LENGTH`. Readers of a run use what it recorded instead."""
+    if max_length is not None:
+        return int(max_length)
+    return min(DEFAULT_MAX_LENGTH, input_limit(model, tokenizer) or DEFAULT_MAX_LENGTH)
+
+
+# ---------------------------------------------------------------------------------------------------- logits
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def measured_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """``model`` itself when its weights are already ``dtype``, else a copy cast to it (the training weights stay
+    as they are): the pipelines load a checkpoint cast to ``dtype``, so measuring the cast weights gives their
+    numbers."""
+    if next(model.parameters()).dtype == dtype:
+        return model
+    return copy.deepcopy(model).to(dtype)
+
+
+def predict_logits(model: nn.Module, token_ids: Sequence[Sequence[int]], *, pad_id: int,
+                   padding_side: str = "right", batch_size: int = 64, bf16: bool = False,
+                   chunk_rows: int | None = None, on_batch=None) -> np.ndarray:
+    """Logits ``[n, classes]`` (float32) in eval mode without gradients, computed the way the pipelines' extraction
+    computes a checkpoint's: rows in blocks of ``chunk_rows`` (default: the store's chunk), each cut into length-sorted
+    batches (``length_batches``), padded (``pad_ids``), with the weights cast to bf16 when ``bf16`` (a copy; never
+    autocast). Same weights, same numbers, up to bf16 rounding. The model's train/eval mode is restored.
+
+    ``on_batch(rows_done)`` is called after each batch (for progress bars).
+    """
+    from ..store.schema import CHUNK_ROWS
+
+    chunk_rows = int(chunk_rows or CHUNK_ROWS)
+    measured = measured_copy(model, torch.bfloat16 if bf16 else next(model.parameters()).dtype)
+    device = model_device(measured)
+    was_training = model.training
+    measured.eval()
+    lengths = np.fromiter(map(len, token_ids), np.int64, len(token_ids))
+    out: np.ndarray | None = None
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(token_ids), chunk_rows):
+                block = np.arange(start, min(len(token_ids), start + chunk_rows))
+                for batch in length_batches(lengths[block], batch_size):
+                    rows = block[batch]
+                    input_ids, mask = pad_ids([token_ids[r] for r in rows], pad_id, padding_side)
+                    logits = measured(input_ids=input_ids.to(device), attention_mask=mask.to(device))
+                    logits = logits.logits.float().cpu().numpy()
+                    if out is None:
+                        out = np.empty((len(token_ids), logits.shape[1]), np.float32)
+                    out[rows] = logits
+                    if on_batch is not None:
+                        on_batch(len(rows))
+    finally:
+        model.train(was_training)
+    return out if out is not None else np.empty((0, 0), np.float32)
 
 
 # ---------------------------------------------------------------------------------------------------- cache

@@ -16,10 +16,9 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICA
 from transformers.utils import logging as hf_logging
 
 from ..errors import ModelError, T3VisError
-from .registry import ArchitectureSpec, num_layers_heads, spec_for
-
-#: Tokenizers report "no limit" as a huge sentinel (1e30); anything above this is not a real limit.
-_NO_LIMIT = 1_000_000
+from ..store.weights import weights_directory
+from .inference import input_limit
+from .registry import num_layers_heads
 
 
 def default_model_path() -> str:
@@ -149,14 +148,6 @@ def load_checkpoint(weights_dir, *, attn_implementation: str = "eager", dtype: t
                  attn_implementation=attn_implementation, dtype=dtype, complete=True)
 
 
-def weights_directory(directory) -> str:
-    """Where the checkpoint saved at ``directory`` is: there, or, if a `save_model` replacing it was interrupted
-    between its two renames, the complete previous copy it had set aside at ``directory.old``."""
-    directory = os.fspath(Path(directory).expanduser())
-    old = directory + ".old"
-    return old if not os.path.exists(directory) and os.path.isdir(old) else directory
-
-
 def save_model(model: nn.Module, tokenizer, directory) -> str:
     """Save weights (safetensors), config and tokenizer to ``directory``, replacing it only once complete.
 
@@ -183,25 +174,13 @@ def save_model(model: nn.Module, tokenizer, directory) -> str:
     return directory
 
 
-def _max_positions(config, spec: ArchitectureSpec | None) -> int | None:
-    positions = getattr(config, "max_position_embeddings", None)
-    if positions is None:
-        return None
-    return int(positions) - (spec.position_offset if spec else 0)
-
-
 def model_info(model: nn.Module, tokenizer=None) -> dict:
     """Model identity and shape as plain JSON types (the run store's ``model`` root attrs)."""
     config = model.config
     try:
-        spec = spec_for(model)
         num_layers, num_heads = num_layers_heads(model)
     except ModelError:  # not head-addressable: still describe it from its config
-        spec, num_layers, num_heads = None, int(config.num_hidden_layers), int(config.num_attention_heads)
-    limits = [_max_positions(config, spec)]
-    if tokenizer is not None and tokenizer.model_max_length and tokenizer.model_max_length < _NO_LIMIT:
-        limits.append(int(tokenizer.model_max_length))
-    limits = [limit for limit in limits if limit]
+        num_layers, num_heads = int(config.num_hidden_layers), int(config.num_attention_heads)
     return {
         "name_or_path": str(getattr(model, "name_or_path", "") or ""),
         "model_type": str(config.model_type),
@@ -209,5 +188,5 @@ def model_info(model: nn.Module, tokenizer=None) -> dict:
         "num_heads": num_heads,
         "hidden_size": int(config.hidden_size),
         "num_labels": int(config.num_labels),
-        "max_length": min(limits) if limits else None,
+        "max_length": input_limit(model, tokenizer),
     }

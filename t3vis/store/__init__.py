@@ -2,9 +2,10 @@
 
 from .location import Location
 from .reader import Checkpoint, Dynamics, Run
+from .rows import RowReader
 from .schema import SCHEMA_VERSION
 from .validate import Problem, Report, validate, validate_or_raise
 from .writer import RunWriter, iter_chunks
 
-__all__ = ["Checkpoint", "Dynamics", "Location", "Problem", "Report", "Run", "RunWriter", "SCHEMA_VERSION",
-           "iter_chunks", "validate", "validate_or_raise"]
+__all__ = ["Checkpoint", "Dynamics", "Location", "Problem", "Report", "RowReader", "Run", "RunWriter",
+           "SCHEMA_VERSION", "iter_chunks", "validate", "validate_or_raise"]

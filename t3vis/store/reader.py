@@ -1,11 +1,14 @@
 """Reading a run store lazily: a column, a layer or a page of rows reads only those chunks.
 
-Everything is read through ``integrity.CheckedStore`` and ``read``: a missing or corrupt chunk, or unreadable
-metadata, is a ``StoreError`` naming the array (and the chunk), never fill values or a bare codec error.
+Everything is read through ``integrity.CheckedStore`` and ``rows.read`` / ``rows.RowReader``: a missing or corrupt
+chunk, or unreadable metadata, is a ``StoreError`` naming the array (and the chunk), never fill values or a bare
+codec error. Run facts that more than one layer needs (the truncation, a checkpoint's weights and extracted logits)
+are answered here, once.
 """
 
 from __future__ import annotations
 
+import os
 import posixpath
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +23,8 @@ from ..errors import SchemaVersionError, StoreError, T3VisError
 from . import schema
 from .integrity import CheckedStore
 from .location import Location
+from .rows import RowReader, read
+from .weights import checked_weights
 
 
 @dataclass(frozen=True)
@@ -46,35 +51,6 @@ class CrossFit:
     attrs: dict
 
 
-def read(arr: zarr.Array, selection: Any = Ellipsis) -> np.ndarray:
-    """``arr[selection]``, index arrays applied per axis; a damaged chunk is a StoreError naming array and chunk."""
-    try:
-        return _select(arr, selection)
-    except (T3VisError, OSError, MemoryError):  # named already, or the disk / memory, not the data
-        raise
-    except Exception as exc:  # a codec failed: find the chunk by reading again, checking every checksum first
-        raise _damage(arr, selection, exc) from None
-
-
-def _select(arr: zarr.Array, selection: Any) -> np.ndarray:
-    parts = selection if isinstance(selection, tuple) else (selection,)
-    if any(isinstance(p, (np.ndarray, list)) for p in parts):
-        return arr.get_orthogonal_selection(selection)
-    return arr[selection]
-
-
-def _damage(arr: zarr.Array, selection: Any, exc: Exception) -> StoreError:
-    store = arr.store if isinstance(arr.store, CheckedStore) else CheckedStore(arr.store, str(arr.store))
-    try:
-        _select(zarr.open_array(store=store.verifying(), path=arr.path, mode="r", zarr_format=3), selection)
-    except StoreError as named:
-        return named
-    except Exception:  # noqa: BLE001 - no checksum to name the chunk (a schema v1 array): report the array
-        pass
-    return StoreError(f"{store.where}/{arr.path}: cannot be decoded ({type(exc).__name__}: {exc}); "
-                      "`t3vis validate RUN` checks every chunk")
-
-
 @contextmanager
 def _metadata(where: str, members: bool = False):
     """An unreadable ``zarr.json`` of node ``where`` (or of one of its ``members``, when listing) becomes a
@@ -89,14 +65,11 @@ def _metadata(where: str, members: bool = False):
                          "`t3vis validate RUN` names every damaged file") from None
 
 
-def _rows_of(arr: zarr.Array, rows: "slice | np.ndarray | None") -> np.ndarray:
-    """All of ``arr``, or the given rows of its first axis (reading only the chunks that hold them)."""
-    if rows is None:
-        return read(arr)
-    if isinstance(rows, slice):
-        return read(arr, rows)
-    rows = np.asarray(rows)
-    return read(arr, (rows,) + (slice(None),) * (arr.ndim - 1)) if len(rows) else read(arr, slice(0, 0))
+def _listdir(path: str) -> list[str]:
+    try:
+        return sorted(p for p in os.listdir(path) if not p.startswith("."))
+    except OSError:
+        return []
 
 
 class Run:
@@ -106,7 +79,7 @@ class Run:
         self.loc = Location.of(path, **storage_options)
         if not self.loc.exists():
             raise StoreError(f"{self.loc.url}: run directory does not exist")
-        if not self.loc.exists(schema.STORE_DIR, "zarr.json"):
+        if not self.loc.exists(schema.ROOT_METADATA):
             raise StoreError(f"{self.loc.url}: not a t3vis run (expected {schema.STORE_DIR}/zarr.json)")
         self.where = self.loc.url_of(schema.STORE_DIR)
         try:
@@ -129,6 +102,22 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run({self.loc.url!r}, n={self.n_examples}, checkpoints={self.checkpoints})"
+
+    def stamp(self) -> tuple:
+        """The run's path plus modification times of its groups, so that a cache of a run's contents sees a run
+        rewritten or extended (new epochs, checkpoints, projections); the path alone for a remote run."""
+        key: list = [self.loc.url]
+        if self.loc.is_local:
+            store = self.loc.path(schema.STORE_DIR)
+            parts = ["zarr.json", "dynamics", "checkpoints", "examples"]
+            parts += [os.path.join("checkpoints", c, "projection", m) for c in self.checkpoints
+                      for m in _listdir(os.path.join(store, "checkpoints", c, "projection"))]
+            for part in parts:
+                try:
+                    key.append(os.stat(os.path.join(store, part)).st_mtime_ns)
+                except OSError:
+                    key.append(None)
+        return tuple(key)
 
     # ------------------------------------------------------------------ identity
     @property
@@ -156,6 +145,14 @@ class Run:
         return int(self.model["num_heads"])
 
     @property
+    def max_length(self) -> int | None:
+        """The truncation (tokens) the run was trained and is analysed with: ``attrs.training.max_length`` (the
+        recorder's), else ``model.max_length``; None when neither is recorded."""
+        training = self.attrs.get("training") or {}
+        value = training.get("max_length") or self.model.get("max_length")
+        return int(value) if value else None
+
+    @property
     def checked(self) -> bool:
         """Whether every array of the run has checksums and all its chunks (schema version 2 on)."""
         return self.attrs["schema_version"] >= 2
@@ -178,7 +175,12 @@ class Run:
 
     def column(self, name: str, rows: "slice | np.ndarray | None" = None) -> np.ndarray:
         """One column (raw values: category codes for categorical columns)."""
-        return _rows_of(self._column_array(name), rows)
+        return RowReader(self._column_array(name))(rows)
+
+    def rows(self, name: str, cache_bytes: int) -> RowReader:
+        """A reader of column ``name`` that keeps recently read chunks (up to ``cache_bytes``): for callers that
+        come back for nearby rows (table pages of text, pipeline tasks sharing a chunk)."""
+        return RowReader(self._column_array(name), cache_bytes)
 
     def categories(self, name: str) -> list[str] | None:
         return self.column_attrs(name).get("categories")
@@ -229,10 +231,17 @@ class Run:
 
     def crossfit(self) -> CrossFit | None:
         """The cross-fitted probabilities, or ``None`` before ``t3vis crossfit``."""
-        if schema.CROSSFIT_GROUP not in self.root:
+        attrs = self.crossfit_attrs()
+        if attrs is None:
             return None
         g = self.root[schema.CROSSFIT_GROUP]
-        return CrossFit(probs=read(g["probs"]), fold=read(g["fold"]), attrs=dict(g.attrs))
+        return CrossFit(probs=read(g["probs"]), fold=read(g["fold"]), attrs=attrs)
+
+    def crossfit_attrs(self) -> dict | None:
+        """How the cross-fit was made (folds, seed, ...), or ``None`` before ``t3vis crossfit``; reads no arrays."""
+        if schema.CROSSFIT_GROUP not in self.root:
+            return None
+        return dict(self.root[schema.CROSSFIT_GROUP].attrs)
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -280,6 +289,11 @@ class Checkpoint:
         rel = self.attrs.get("weights")
         return self.run.loc.url_of(rel) if rel else None
 
+    def weights(self) -> str:
+        """The weights directory, checked to exist: a ModelError naming the checkpoint, the run and the path if it
+        is missing, or saying that none was recorded."""
+        return checked_weights(self.weights_path, f"checkpoint '{self.name}' of run '{self.run.name}'")
+
     @property
     def arrays(self) -> list[str]:
         with self.run._meta(self.path, members=True):
@@ -300,7 +314,16 @@ class Checkpoint:
 
     def read(self, name: str, rows: "slice | np.ndarray | None" = None) -> np.ndarray:
         """Array ``name``, whole or the given rows (first axis; only their chunks are read)."""
-        return _rows_of(self.array(name), rows)
+        return RowReader(self.array(name))(rows)
+
+    def logits(self, rows: "slice | np.ndarray | None" = None, max_length: int | None = None) -> np.ndarray | None:
+        """The extracted logits of ``rows`` (``[len(rows), C]``), or None unless the pipeline extracted them at
+        ``max_length`` tokens (default: the run's, ``Run.max_length``): differently truncated inputs differ."""
+        recorded = (self.attrs.get("extract") or {}).get("max_length")
+        wanted = int(max_length) if max_length else self.run.max_length
+        if not self.has("logits") or (int(recorded) if recorded else None) != wanted:
+            return None
+        return self.read("logits", rows)
 
     def hidden(self, layer: int, pooling: str = "cls", rows: "slice | np.ndarray | None" = None) -> np.ndarray:
         """Pooled hidden states of one layer ([n, d]); reads that layer's chunks only."""

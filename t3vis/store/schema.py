@@ -36,6 +36,8 @@ SCHEMA_VERSION = 2
 #: Versions this t3vis opens; 1 is read without integrity guarantees (see the module docstring).
 READABLE_VERSIONS = (1, 2)
 STORE_DIR = "store.zarr"
+#: The file that makes a directory a run: the root group's metadata.
+ROOT_METADATA = STORE_DIR + "/zarr.json"
 WEIGHTS_DIR = "weights"
 STAGING_DIR = ".staging"
 PROGRESS_DIR = ".progress"
@@ -93,6 +95,11 @@ def default_chunks(name: str, shape: tuple[int, ...], chunk_rows: int = CHUNK_RO
     if base in ("head_importance", "head_importance_raw", "attention") or not shape:
         return tuple(max(1, s) for s in shape)
     return (max(1, min(chunk_rows, shape[0])),) + tuple(shape[1:])
+
+
+def row_axis(name: str) -> int:
+    """The axis of array ``name`` that runs over examples: the second for hidden states ``[layers + 1, n, D]``."""
+    return 1 if name.rsplit("/", 1)[-1].startswith("hidden_") else 0
 
 
 def expected_shape(template: tuple[str, ...], sizes: dict[str, int]) -> tuple[int | None, ...]:

@@ -20,7 +20,7 @@ import pandas as pd
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
-from .. import __version__
+from ..version import __version__
 from ..errors import RunExistsError, StoreError
 from . import schema
 from .location import Location
@@ -101,7 +101,7 @@ class RunWriter:
 
     def __init__(self, path: "str | Location", **storage_options):
         self.loc = Location.of(path, **storage_options)
-        if not self.loc.exists(schema.STORE_DIR, "zarr.json"):
+        if not self.loc.exists(schema.ROOT_METADATA):
             raise StoreError(f"{self.loc.url}: no run store here (expected {schema.STORE_DIR}/zarr.json)")
         self.root = self.loc.open_group(schema.STORE_DIR, mode="r+")
 
@@ -203,11 +203,20 @@ class RunWriter:
     def is_done(self, unit: str) -> bool:
         return self.loc.exists(schema.STORE_DIR, unit, "zarr.json")
 
-    def commit(self, unit: str) -> None:
-        """Move a finished staged unit into the store (replacing an older one) and drop its progress marks."""
+    def is_staged(self, unit: str) -> bool:
+        """Whether ``unit`` is being written (staged, not yet committed)."""
+        return self.loc.exists(schema.STAGING_DIR, unit, "zarr.json")
+
+    def prepare(self, unit: str) -> None:
+        """Create the groups above ``unit``. The driver does this before tasks commit units side by side, so that
+        parallel commits never race to create the same group."""
         parent = posixpath.dirname(unit)
         if parent:
             self.root.require_group(parent)
+
+    def commit(self, unit: str) -> None:
+        """Move a finished staged unit into the store (replacing an older one) and drop its progress marks."""
+        self.prepare(unit)
         if self.is_done(unit):
             self.loc.rm(schema.STORE_DIR, unit)
         self.loc.mv(posixpath.join(schema.STAGING_DIR, unit), posixpath.join(schema.STORE_DIR, unit))
@@ -252,7 +261,7 @@ class RunWriter:
         Write whole chunks, then ``mark_chunk``; ``commit`` when every chunk is marked.
         """
         rel = posixpath.join(schema.STAGING_DIR, unit)
-        if self.loc.exists(rel, "zarr.json"):
+        if self.is_staged(unit):
             a = open_array(self.loc.url_of(rel))
             if (tuple(a.shape) == tuple(shape) and np.dtype(a.dtype) == np.dtype(dtype)
                     and tuple(a.chunks) == tuple(chunks)):
@@ -264,6 +273,20 @@ class RunWriter:
         if attrs:
             a.attrs.update(dict(attrs))
         return a
+
+    def write_chunk(self, unit: str, index: int, values: np.ndarray) -> None:
+        """Write row-chunk ``index`` of the staged array ``unit`` whole, cast to the array's dtype (rows are the
+        first axis; the second for hidden states); then ``mark_chunk``. A shape that is not the chunk's is a
+        StoreError, and nothing is written."""
+        a = open_array(self.loc.url_of(schema.STAGING_DIR, unit))
+        axis = schema.row_axis(unit)
+        size = a.chunks[axis]
+        rows = slice(index * size, min(a.shape[axis], (index + 1) * size))
+        expected = a.shape[:axis] + (rows.stop - rows.start,) + a.shape[axis + 1:]
+        if rows.start >= rows.stop or np.shape(values) != expected:
+            raise StoreError(f"{unit}: chunk {index} holds shape {expected if rows.start < rows.stop else '(none)'}"
+                             f", got values of shape {np.shape(values)}")
+        a[(slice(None),) * axis + (rows,)] = np.asarray(values).astype(a.dtype, copy=False)
 
     def chunk_done(self, unit: str, index: int) -> bool:
         return self.loc.exists(schema.PROGRESS_DIR, unit, f"{index}.done")
@@ -319,12 +342,16 @@ class RunWriter:
         _check_name(name)
         return posixpath.join(schema.WEIGHTS_DIR, name)
 
-    def mark_checkpoint_complete(self, name: str) -> None:
-        """Write the completion marker, last, once every extracted array is in place."""
+    def mark_checkpoint_complete(self, name: str, **attrs: Any) -> None:
+        """Write the completion marker, last, once every extracted array is in place; ``attrs`` (how the arrays
+        were made) just before it."""
         missing = [a for a in schema.EXTRACTED_ARRAYS if not self.is_done(f"checkpoints/{name}/{a}")]
         if missing:
             raise StoreError(f"checkpoints/{name}: cannot mark complete, missing {missing}")
-        self.root[f"checkpoints/{name}"].attrs["complete"] = True
+        group = self.root[f"checkpoints/{name}"]
+        if attrs:
+            group.attrs.update(attrs)
+        group.attrs["complete"] = True
 
     def checkpoint_names(self) -> list[str]:
         g = self.root["checkpoints"]

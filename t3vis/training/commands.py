@@ -1,4 +1,5 @@
-"""The ``t3vis demo`` and ``t3vis train`` subcommands: ``register(subparsers)`` adds both to the CLI."""
+"""The ``t3vis demo``, ``t3vis train`` and ``t3vis crossfit`` subcommands: ``register(subparsers)`` adds the first
+two to the CLI, ``register_crossfit`` the third."""
 
 from __future__ import annotations
 
@@ -52,8 +53,9 @@ def _report(path, seconds: float) -> None:
 
 
 def cmd_demo(args) -> int:
+    from pipelines.build import build_demo
+
     from ..paths import demo_run_path
-    from .demo import build_demo
 
     path = demo_run_path(args.runs_dir)
     _, seconds = _run_with_bar("t3vis demo", lambda bar: build_demo(
@@ -64,8 +66,9 @@ def cmd_demo(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from pipelines.build import train_and_extract
+
     from ..data import inject_label_noise, load_table, split_train_validation
-    from .demo import train_run
 
     dataset = load_table(args.data, text_column=args.text_column, label_column=args.label_column,
                          split_column=args.split_column)
@@ -74,7 +77,7 @@ def cmd_train(args) -> int:
         dataset = inject_label_noise(dataset, args.noise, seed=args.seed)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                          max_length=args.max_length, seed=args.seed, bf16=args.bf16)
-    _, seconds = _run_with_bar("t3vis train", lambda bar: train_run(
+    _, seconds = _run_with_bar("t3vis train", lambda bar: train_and_extract(
         args.run, dataset, model_path=args.model, config=config, overwrite=args.overwrite, progress=bar,
         pipeline=not args.no_pipeline, name=args.name))
     _report(args.run, seconds)
@@ -136,3 +139,62 @@ def register(subparsers) -> None:
                    help="bf16 autocast (default auto: where the hardware is fast at it)")
     _common(p, defaults, noise=0.0)
     p.set_defaults(func=cmd_train)
+
+
+# ------------------------------------------------------------------------------------------------ crossfit
+def cmd_crossfit(args) -> int:
+    import numpy as np
+
+    from ..analysis.crossfit import run_cross_fit
+    from ..store import Run
+    from .crossfit import cross_fit_run
+
+    attrs, seconds = _run_with_bar(f"t3vis crossfit (K={args.folds})", lambda bar: cross_fit_run(
+        args.run, folds=args.folds, seed=args.seed, rows=args.rows, model_path=args.model, epochs=args.epochs,
+        batch_size=args.batch_size, learning_rate=args.learning_rate, bf16=args.bf16, overwrite=args.overwrite,
+        progress=bar, echo=bar.bar.write))
+    run = Run(args.run)
+    scores = run_cross_fit(run)
+    names = run.label_names
+    print(f"wrote {run.loc.url}/crossfit in {seconds:.0f} s: {attrs['folds']} folds over {attrs['n_rows']:,} "
+          f"rows, held-out accuracy {attrs['held_out_accuracy']:.3f}; cleanlab flags "
+          f"{int(scores['crossfit_issue'].sum()):,} label issue(s)")
+    rows, score = scores.index.to_numpy(), scores["crossfit_score"].to_numpy()
+    labels, preds = run.column("label", rows), scores["crossfit_pred"].to_numpy()
+    for i in np.argsort(-score, kind="stable")[:args.show]:
+        print(f"  row {rows[i]}: labelled {names[labels[i]]!r}, held-out prediction {names[preds[i]]!r}, "
+              f"crossfit_score {score[i]:.3f}")
+    if "flipped" in run.columns:
+        from ..analysis.datamaps import detection_metrics
+
+        found = detection_metrics(score, run.column("flipped", rows))
+        print("  against the injected flips: " + ", ".join(f"{k} {v:.3f}" for k, v in found.items()
+                                                           if k not in ("n", "n_flipped")))
+    return 0
+
+
+def register_crossfit(subparsers) -> None:
+    """Add ``crossfit`` to the CLI's subparsers."""
+    from .crossfit import ROWS
+
+    p = subparsers.add_parser(
+        "crossfit", help="out-of-sample mislabel scores: K-fold cross-fit + cleanlab (costs K trainings)",
+        description="Split the run's training rows into K stratified folds; for each fold, fine-tune the run's "
+        "starting model (checkpoint epoch-0) on the other K-1 folds and predict the held-out fold, so every row is "
+        "scored by a model that never trained on it (cleanlab confident learning). COST: K trainings, each on "
+        "(K-1)/K of the rows, i.e. about K-1 times the run's own training; the estimate is printed before it starts. "
+        "Stores crossfit/probs and crossfit/fold in the run; nothing is written until all K folds are done.")
+    p.add_argument("run", type=argtypes.existing_path, help="run directory (written by `t3vis train`, `t3vis demo` or the Trainer callback)")
+    p.add_argument("--folds", "-k", type=argtypes.IntRange(2), default=5, help="K: number of folds and trainings (default 5)")
+    p.add_argument("--rows", choices=ROWS, default="train", help="rows to cross-fit (default: the train split)")
+    p.add_argument("--model", type=argtypes.existing_dir, default=None, help="start each fold from this model directory instead of the run's "
+                   "epoch-0 checkpoint (for runs without saved weights)")
+    p.add_argument("--epochs", type=argtypes.positive_int, default=None, help="epochs per fold (default: the run's)")
+    p.add_argument("--batch-size", type=argtypes.positive_int, default=None, help="default: the run's")
+    p.add_argument("--learning-rate", type=argtypes.positive_float, default=None, help="default: the run's")
+    p.add_argument("--bf16", type=_bf16, default=None, metavar="{auto,on,off}",
+                   help="bf16 autocast (default auto: where the hardware is fast at it)")
+    p.add_argument("--seed", type=argtypes.non_negative_int, default=0, help="seed for the folds, head init and batch order")
+    p.add_argument("--show", type=argtypes.non_negative_int, default=5, help="print the N most suspect rows (default 5)")
+    p.add_argument("--overwrite", action="store_true", help="replace a cross-fit the run already holds")
+    p.set_defaults(func=cmd_crossfit)

@@ -26,8 +26,10 @@ import numpy as np
 import torch
 
 from ..errors import ModelError, RunExistsError, TrainingError
-from .demo import Progress, TrainConfig, _quiet, fine_tune, saved_label_names
-from .recorder import fast_bf16, model_device, pad_id_of, parameters_finite, predict_logits, tokenize
+from .demo import Progress, TrainConfig, fine_tune, quiet, saved_label_names
+from ..models.inference import fast_bf16, model_device, pad_token_id, predict_logits, tokenize
+from ..tasks import unit_outputs
+from .recorder import parameters_finite
 
 #: Which rows are cross-fitted: the training split (where mislabels are searched, as for the data map) or all.
 ROWS = ("train", "all")
@@ -76,7 +78,7 @@ class _FoldData:
                                 "diverged); nothing was written. Try a lower --learning-rate.")
 
     def on_epoch_end(self, model: torch.nn.Module, *, epoch: int, step: int, on_batch=None) -> dict:
-        logits = predict_logits(model, [self.token_ids[r] for r in self.held_out], pad_id=pad_id_of(self.tokenizer),
+        logits = predict_logits(model, [self.token_ids[r] for r in self.held_out], pad_id=pad_token_id(self.tokenizer),
                                 padding_side=getattr(self.tokenizer, "padding_side", "right"), bf16=self.bf16,
                                 on_batch=on_batch)
         if not np.isfinite(logits).all():
@@ -96,13 +98,11 @@ def _held_out_words(stage: str) -> str:
 
 def cross_fit_probs(token_ids: Sequence[Sequence[int]], labels: np.ndarray, fold: np.ndarray, *,
                     model_for_fold: Callable[[int], torch.nn.Module], tokenizer, config: TrainConfig,
-                    progress: Progress = _quiet, name: str = "crossfit") -> np.ndarray:
+                    progress: Progress = quiet, name: str = "crossfit") -> np.ndarray:
     """Class probabilities ``[n, C]``: row i from the model of fold ``fold[i]``, fine-tuned on every other fold.
 
     ``model_for_fold(k)`` returns a fresh model to fine-tune for fold k (the same starting state for every k).
     """
-    from scipy.special import softmax
-
     labels, fold = np.asarray(labels, np.int64), np.asarray(fold)
     folds = int(fold.max()) + 1
     probs: np.ndarray | None = None
@@ -114,7 +114,7 @@ def cross_fit_probs(token_ids: Sequence[Sequence[int]], labels: np.ndarray, fold
         torch.manual_seed(config.seed)  # dropout: the same draws for a seed, whatever ran before
         fine_tune(model, data, config, progress=lambda stage, f, k=k: progress(
             f"fold {k + 1}/{folds}: {_held_out_words(stage)}", (k + min(f, 1.0)) / folds))
-        fold_probs = softmax(data.logits.astype(np.float64), axis=1)
+        fold_probs = unit_outputs(data.logits, None)["probs"]
         if probs is None:
             probs = np.full((len(labels), fold_probs.shape[1]), np.nan, np.float32)
         probs[data.held_out] = fold_probs
@@ -127,14 +127,11 @@ def cross_fit_probs(token_ids: Sequence[Sequence[int]], labels: np.ndarray, fold
 def _config_for(run, **overrides) -> TrainConfig:
     """The run's recorded training settings (``t3vis train``/``demo``), else the defaults; ``overrides`` that are
     not None win; ``max_length`` is always the run's, so inputs are truncated as the run measured them."""
-    from ..models.serving import run_max_length
-
     recorded = ((run.attrs.get("training") or {}).get("config")) or {}
     known = {f.name for f in fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in recorded.items() if k in known})
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
-    max_length = run_max_length(run)
-    return replace(config, max_length=max_length or config.max_length).check()
+    return replace(config, max_length=run.max_length or config.max_length).check()
 
 
 def _train_rows(run) -> np.ndarray:
@@ -200,11 +197,11 @@ def cross_fit_run(path, *, folds: int = 5, seed: int = 0, rows: str = "train", m
                   echo: Callable[[str], None] | None = None) -> dict:
     """Cross-fit ``rows`` of the run at ``path`` in ``folds`` folds and store the probabilities; returns the attrs
     written. An existing cross-fit is only replaced with ``overwrite``; checks run before any training."""
-    from ..store import Run, RunWriter, schema
+    from ..store import Run, RunWriter
 
     run = Run(str(path))
-    if schema.CROSSFIT_GROUP in run.root and not overwrite:
-        held = run.root[schema.CROSSFIT_GROUP].attrs
+    held = run.crossfit_attrs()
+    if held is not None and not overwrite:
         raise RunExistsError(f"{run.loc.url}: already holds a cross-fit ({held.get('folds')} folds, seed "
                              f"{held.get('seed')}); pass --overwrite to replace it")
     config = _config_for(run, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
@@ -213,7 +210,7 @@ def cross_fit_run(path, *, folds: int = 5, seed: int = 0, rows: str = "train", m
     labels = run.column("label", selected).astype(np.int64)
     fold = stratified_folds(labels, folds, seed, run.label_names)
     (echo or (lambda message: None))(f"cross-fit: {cost_note(run, len(selected), folds, config.epochs)}")
-    progress = progress or _quiet
+    progress = progress or quiet
     progress("loading model", 0.0)
     base, tokenizer = _starting_model(run, model_path, config)
     token_ids = tokenize(tokenizer, run.column("text", selected).tolist(), config.max_length)
@@ -230,61 +227,3 @@ def cross_fit_run(path, *, folds: int = 5, seed: int = 0, rows: str = "train", m
              "scoring": "t3vis.analysis.crossfit: cleanlab self_confidence label quality, find_label_issues"}
     RunWriter(run.loc).write_crossfit(all_probs, all_fold, attrs)
     return attrs
-
-
-# ------------------------------------------------------------------------------------------------ CLI
-def cmd_crossfit(args) -> int:
-    from ..analysis.crossfit import run_cross_fit
-    from ..store import Run
-    from .commands import _run_with_bar
-
-    attrs, seconds = _run_with_bar(f"t3vis crossfit (K={args.folds})", lambda bar: cross_fit_run(
-        args.run, folds=args.folds, seed=args.seed, rows=args.rows, model_path=args.model, epochs=args.epochs,
-        batch_size=args.batch_size, learning_rate=args.learning_rate, bf16=args.bf16, overwrite=args.overwrite,
-        progress=bar, echo=bar.bar.write))
-    run = Run(args.run)
-    scores = run_cross_fit(run)
-    names = run.label_names
-    print(f"wrote {run.loc.url}/crossfit in {seconds:.0f} s: {attrs['folds']} folds over {attrs['n_rows']:,} "
-          f"rows, held-out accuracy {attrs['held_out_accuracy']:.3f}; cleanlab flags "
-          f"{int(scores['crossfit_issue'].sum()):,} label issue(s)")
-    rows, score = scores.index.to_numpy(), scores["crossfit_score"].to_numpy()
-    labels, preds = run.column("label", rows), scores["crossfit_pred"].to_numpy()
-    for i in np.argsort(-score, kind="stable")[:args.show]:
-        print(f"  row {rows[i]}: labelled {names[labels[i]]!r}, held-out prediction {names[preds[i]]!r}, "
-              f"crossfit_score {score[i]:.3f}")
-    if "flipped" in run.columns:
-        from ..analysis.datamaps import detection_metrics
-
-        found = detection_metrics(score, run.column("flipped", rows))
-        print("  against the injected flips: " + ", ".join(f"{k} {v:.3f}" for k, v in found.items()
-                                                           if k not in ("n", "n_flipped")))
-    return 0
-
-
-def register(subparsers) -> None:
-    """Add ``crossfit`` to the CLI's subparsers."""
-    from .. import argtypes
-    from .commands import _bf16
-
-    p = subparsers.add_parser(
-        "crossfit", help="out-of-sample mislabel scores: K-fold cross-fit + cleanlab (costs K trainings)",
-        description="Split the run's training rows into K stratified folds; for each fold, fine-tune the run's "
-        "starting model (checkpoint epoch-0) on the other K-1 folds and predict the held-out fold, so every row is "
-        "scored by a model that never trained on it (cleanlab confident learning). COST: K trainings, each on "
-        "(K-1)/K of the rows, i.e. about K-1 times the run's own training; the estimate is printed before it starts. "
-        "Stores crossfit/probs and crossfit/fold in the run; nothing is written until all K folds are done.")
-    p.add_argument("run", type=argtypes.existing_path, help="run directory (written by `t3vis train`, `t3vis demo` or the Trainer callback)")
-    p.add_argument("--folds", "-k", type=argtypes.IntRange(2), default=5, help="K: number of folds and trainings (default 5)")
-    p.add_argument("--rows", choices=ROWS, default="train", help="rows to cross-fit (default: the train split)")
-    p.add_argument("--model", type=argtypes.existing_dir, default=None, help="start each fold from this model directory instead of the run's "
-                   "epoch-0 checkpoint (for runs without saved weights)")
-    p.add_argument("--epochs", type=argtypes.positive_int, default=None, help="epochs per fold (default: the run's)")
-    p.add_argument("--batch-size", type=argtypes.positive_int, default=None, help="default: the run's")
-    p.add_argument("--learning-rate", type=argtypes.positive_float, default=None, help="default: the run's")
-    p.add_argument("--bf16", type=_bf16, default=None, metavar="{auto,on,off}",
-                   help="bf16 autocast (default auto: where the hardware is fast at it)")
-    p.add_argument("--seed", type=argtypes.non_negative_int, default=0, help="seed for the folds, head init and batch order")
-    p.add_argument("--show", type=argtypes.non_negative_int, default=5, help="print the N most suspect rows (default 5)")
-    p.add_argument("--overwrite", action="store_true", help="replace a cross-fit the run already holds")
-    p.set_defaults(func=cmd_crossfit)

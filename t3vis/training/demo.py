@@ -1,5 +1,6 @@
-"""Fine-tune a sequence classifier and write a complete run: the demo (MiniLM on BBC News with injected label
-noise) and ``t3vis train`` (your dataset file and model directory).
+"""Fine-tune a sequence classifier and record it into a run: the demo (MiniLM on BBC News with injected label
+noise) and ``t3vis train`` (your dataset file and model directory). The pipelines that complete the run are run
+by ``pipelines.build``, above this library.
 
 A plain PyTorch loop rather than ``Trainer``: on a CPU it is much faster (fused AdamW, length-bucketed batches
 with dynamic padding, bf16 autocast where the CPU has fast bf16), and it records through the same
@@ -17,7 +18,8 @@ import numpy as np
 import torch
 
 from ..errors import TrainingError
-from .recorder import DynamicsRecorder, autocast, collate, fast_bf16, model_device, pad_id_of
+from ..models.inference import fast_bf16, model_device, pad_ids, pad_token_id
+from .recorder import DynamicsRecorder, autocast
 
 #: ``progress(stage, fraction)``: what is happening and how much of the whole job is done (0..1).
 Progress = Callable[[str, float], None]
@@ -25,10 +27,6 @@ Progress = Callable[[str, float], None]
 #: Relative cost of a token in a training step vs in an eval-mode measurement (forward + backward + optimizer
 #: vs forward; measured on the demo, bf16 on 2 cores): weights the progress fraction so the ETA is honest.
 TRAIN_TOKEN_COST = 5.0
-#: Share of the whole job's time spent in the pipelines (extract, importance, project) after training.
-PIPELINE_SHARE = 0.3
-#: Pipeline steps, in order, with the fraction of the pipeline time each one ends at.
-PIPELINE_STEPS = {"extract": 0.55, "importance": 0.75, "project": 1.0}
 
 
 @dataclass(frozen=True)
@@ -59,15 +57,16 @@ class TrainConfig:
         return self
 
 
-def _quiet(stage: str, fraction: float) -> None:
-    pass
+def quiet(stage: str, fraction: float) -> None:
+    """A ``Progress`` that reports nothing."""
 
 
 # ------------------------------------------------------------------------------------------------ entry points
-def build_demo(path=None, *, overwrite: bool = False, seed: int = 0, epochs: int = 3, noise: float = 0.05,
-               progress: Progress | None = None, pipeline: bool = True, runs_dir=None) -> Path:
+def train_demo(path=None, *, overwrite: bool = False, seed: int = 0, epochs: int = 3, noise: float = 0.05,
+               progress: Progress | None = None, runs_dir=None) -> Path:
     """Fine-tune the bundled MiniLM on BBC News (80/20 stratified split) with ``noise`` of the training labels
-    flipped, record dynamics and checkpoints, then run the pipelines; returns the run path.
+    flipped, recording dynamics and checkpoints; returns the run path. ``pipelines.build.build_demo`` runs the
+    pipelines on it afterwards (what ``t3vis demo`` does).
 
     ``path`` defaults to ``t3vis.paths.demo_run_path(runs_dir)``. An existing run there is only replaced with
     ``overwrite=True``.
@@ -77,24 +76,24 @@ def build_demo(path=None, *, overwrite: bool = False, seed: int = 0, epochs: int
     from ..paths import DEMO_RUN_NAME, demo_run_path
 
     path = Path(path) if path is not None else demo_run_path(runs_dir)
-    (progress or _quiet)("loading BBC News", 0.0)
+    (progress or quiet)("loading BBC News", 0.0)
     dataset = split_train_validation(load_bbc_news(), 0.2, seed=seed)
     if noise > 0:
         dataset = inject_label_noise(dataset, noise, seed=seed)
     return train_run(path, dataset, model_path=default_model_path(), config=TrainConfig(epochs=epochs, seed=seed),
-                     overwrite=overwrite, progress=progress, pipeline=pipeline, name=DEMO_RUN_NAME)
+                     overwrite=overwrite, progress=progress, name=DEMO_RUN_NAME)
 
 
 def train_run(path, dataset, *, model_path, config: TrainConfig = TrainConfig(), overwrite: bool = False,
-              progress: Progress | None = None, pipeline: bool = True, name: str | None = None) -> Path:
+              progress: Progress | None = None, name: str | None = None) -> Path:
     """Fine-tune the model at ``model_path`` on ``dataset`` (a ``TextDataset``: ``train`` rows are trained on,
-    all rows are measured) and write a run at ``path``; with ``pipeline``, run the pipelines on it afterwards."""
+    all rows are measured) and write a run at ``path`` (dynamics and checkpoints; ``pipelines.build`` adds the
+    rest)."""
     from ..data import align_labels
     from ..models import load_model
 
     config = config.check()
-    progress = progress or _quiet
-    train_share = 1.0 - PIPELINE_SHARE if pipeline else 1.0
+    progress = progress or quiet
     # a saved classifier keeps its class ids: the data is numbered through its label2id, never the reverse
     dataset = align_labels(dataset, saved_label_names(model_path), where=f"{model_path}/config.json id2label")
     recorder = DynamicsRecorder(path, dataset, max_length=config.max_length, bf16=config.bf16,
@@ -104,11 +103,9 @@ def train_run(path, dataset, *, model_path, config: TrainConfig = TrainConfig(),
     torch.manual_seed(config.seed)  # the new classification head and dropout draw from here
     model, tokenizer = load_model(model_path, label_names=recorder.dataset.label_names, attn_implementation="sdpa")
     recorder.start(model, tokenizer)
-    fine_tune(model, recorder, config, progress=lambda stage, f: progress(stage, f * train_share))
+    fine_tune(model, recorder, config, progress=progress)
     recorder.finish()
-    if pipeline and run_pipelines(path, progress=lambda s, f: progress(s, train_share + f * (1 - train_share))):
-        recorder.writer.update_attrs(complete=True)
-    progress("done", 1.0)
+    progress("trained", 1.0)
     return Path(path)
 
 
@@ -157,7 +154,7 @@ def linear_schedule(total_steps: int, warmup_fraction: float) -> Callable[[int],
 
 
 def fine_tune(model: torch.nn.Module, recorder: DynamicsRecorder, config: TrainConfig,
-              progress: Progress = _quiet) -> list[dict]:
+              progress: Progress = quiet) -> list[dict]:
     """Train on the recorder's ``train`` rows for ``config.epochs`` epochs; the recorder measures each epoch.
 
     Each training batch's logits go to ``recorder.record_batch`` (when it has one) before the update: the
@@ -172,7 +169,7 @@ def fine_tune(model: torch.nn.Module, recorder: DynamicsRecorder, config: TrainC
     rng = np.random.default_rng(config.seed)
     device = model_device(model)
     bf16 = fast_bf16(device) if config.bf16 is None else bool(config.bf16)
-    pad_id, side = pad_id_of(recorder.tokenizer), getattr(recorder.tokenizer, "padding_side", "right")
+    pad_id, side = pad_token_id(recorder.tokenizer), getattr(recorder.tokenizer, "padding_side", "right")
     record = getattr(recorder, "record_batch", None)
 
     steps_per_epoch = math.ceil(len(train_rows) / config.batch_size)
@@ -189,7 +186,8 @@ def fine_tune(model: torch.nn.Module, recorder: DynamicsRecorder, config: TrainC
         model.train()
         for batch in training_batches(lengths[train_rows], config.batch_size, rng):
             rows = train_rows[batch]
-            inputs = {k: v.to(device) for k, v in collate(token_ids, rows, pad_id, side).items()}
+            input_ids, mask = pad_ids([token_ids[r] for r in rows], pad_id, side)
+            inputs = {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
             with autocast(device, bf16):
                 out = model(**inputs, labels=labels[rows].to(device))
             if record is not None:
@@ -221,25 +219,3 @@ def fine_tune(model: torch.nn.Module, recorder: DynamicsRecorder, config: TrainC
 def _fused(device: torch.device) -> dict:
     """``fused=True`` where torch has a fused AdamW for the device (CPU and CUDA: ~4x faster steps on CPU)."""
     return {"fused": True} if device.type in ("cpu", "cuda") else {}
-
-
-# ------------------------------------------------------------------------------------------------ pipelines
-def run_pipelines(path, progress: Progress = _quiet) -> dict | None:
-    """Extract, importance and project for every checkpoint (``pipelines.run``), if the pipelines are installed.
-
-    Runs on a LocalCluster without a dashboard; messages go to ``progress``.
-    """
-    try:
-        from pipelines.run import run_pipeline
-    except ModuleNotFoundError as err:
-        if err.name and err.name.split(".")[0] == "pipelines":
-            progress("pipelines not installed: skipped (run `t3vis pipeline` later)", 1.0)
-            return None
-        raise
-
-    def echo(message: str) -> None:
-        step = message.split(":", 1)[0].strip()
-        progress(f"pipeline {message}", PIPELINE_STEPS.get(step, 0.0))
-
-    progress("pipeline: extracting hidden states", 0.0)
-    return run_pipeline(str(path), progress=False, echo=echo, dashboard=False)

@@ -38,7 +38,6 @@ whose labels the model does not know is refused with an error naming both mappin
 
 from __future__ import annotations
 
-import copy
 import os
 import tempfile
 import time
@@ -49,16 +48,22 @@ import numpy as np
 import torch
 
 from ..errors import DatasetError, RunExistsError, TrainingError
-from ..models.inference import fast_bf16, length_batches, tokenize  # noqa: F401 (tokenize: re-exported)
+from ..models.inference import (  # noqa: F401 (fast_bf16, predict_logits, tokenize: re-exported)
+    fast_bf16,
+    model_device,
+    pad_token_id,
+    predict_logits,
+    resolve_max_length,
+    tokenize,
+)
 from ..store import RunWriter, schema
 from ..store.location import Location
+from ..tasks import get_task
 
 #: How the dynamics were measured, recorded in the run's ``training`` attrs.
 MEASUREMENT = ("eval mode, no dropout, over all examples (train and validation) at the end of each epoch, batched "
                "and cast like the pipelines' extraction; checkpoint epoch-k holds the weights measured for epoch k. "
                "train_gold_prob/train_margin: from the training forward passes, before each update, mean per epoch")
-#: Longest input measured when neither the caller nor the model says otherwise.
-DEFAULT_MAX_LENGTH = 512
 
 
 # ------------------------------------------------------------------------------------------------ precision
@@ -99,107 +104,14 @@ def as_text_dataset(examples: Any, *, label_names: Sequence[str] | None = None, 
                       name=name, source=source)
 
 
-def resolve_max_length(tokenizer, model=None, max_length: int | None = None) -> int:
-    """``max_length``, else the smallest of the tokenizer's and the model's limits, capped at 512."""
-    if max_length is not None:
-        if max_length < 2:
-            raise TrainingError(f"max_length={max_length}: expected at least 2 tokens")
-        return int(max_length)
-    limits = [DEFAULT_MAX_LENGTH, getattr(tokenizer, "model_max_length", None)]
-    if model is not None:
-        from ..models import model_info
-
-        limits.append(model_info(model, tokenizer).get("max_length"))
-    return int(min(limit for limit in limits if limit))
-
-
-def pad_id_of(tokenizer) -> int:
-    pad = getattr(tokenizer, "pad_token_id", None)
-    if pad is None:
-        pad = getattr(tokenizer, "eos_token_id", None)
-    return int(pad or 0)
-
-
-def collate(token_ids: Sequence[Sequence[int]], rows: Sequence[int], pad_id: int,
-            padding_side: str = "right") -> dict[str, torch.Tensor]:
-    """``input_ids`` and ``attention_mask`` for ``rows``, padded to the longest of them."""
-    width = max(len(token_ids[r]) for r in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids = token_ids[r]
-        span = slice(width - len(ids), width) if padding_side == "left" else slice(0, len(ids))
-        input_ids[i, span] = torch.as_tensor(ids, dtype=torch.long)
-        mask[i, span] = 1
-    return {"input_ids": input_ids, "attention_mask": mask}
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def measured_copy(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
-    """``model`` itself when its weights are already ``dtype``, else a copy cast to it (the training weights stay
-    as they are): the pipelines load a checkpoint cast to ``dtype``, so measuring the cast weights gives their
-    numbers."""
-    if next(model.parameters()).dtype == dtype:
-        return model
-    return copy.deepcopy(model).to(dtype)
-
-
-def predict_logits(model: torch.nn.Module, token_ids: Sequence[Sequence[int]], *, pad_id: int,
-                   padding_side: str = "right", batch_size: int = 64, bf16: bool = False,
-                   chunk_rows: int = schema.CHUNK_ROWS, on_batch=None) -> np.ndarray:
-    """Logits ``[n, classes]`` (float32) in eval mode without gradients, computed the way the pipelines' extraction
-    computes a checkpoint's: rows in blocks of ``chunk_rows``, each cut into length-sorted batches
-    (``length_batches``), padded on the right, with the weights cast to bf16 when ``bf16`` (a copy; never
-    autocast). Same weights, same numbers, up to bf16 rounding. The model's train/eval mode is restored.
-
-    ``on_batch(rows_done)`` is called after each batch (for progress bars).
-    """
-    measured = measured_copy(model, torch.bfloat16 if bf16 else next(model.parameters()).dtype)
-    device = model_device(measured)
-    was_training = model.training
-    measured.eval()
-    lengths = np.fromiter(map(len, token_ids), np.int64, len(token_ids))
-    out: np.ndarray | None = None
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(token_ids), chunk_rows):
-                block = np.arange(start, min(len(token_ids), start + chunk_rows))
-                for batch in length_batches(lengths[block], batch_size):
-                    rows = block[batch]
-                    inputs = {k: v.to(device) for k, v in collate(token_ids, rows, pad_id, padding_side).items()}
-                    logits = measured(**inputs).logits.float().cpu().numpy()
-                    if out is None:
-                        out = np.empty((len(token_ids), logits.shape[1]), np.float32)
-                    out[rows] = logits
-                    if on_batch is not None:
-                        on_batch(len(rows))
-    finally:
-        model.train(was_training)
-    return out if out is not None else np.empty((0, 0), np.float32)
-
-
 # ------------------------------------------------------------------------------------------------ dynamics
 def dynamics_from_logits(logits: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-example gold-label probability, prediction, cross-entropy loss and margin from ``logits [n, C]``.
-
-    margin = p(gold) - max over the other classes of p: AUM's margin on probabilities (Pleiss et al. 2020 take it
-    on logits, which are not stored).
+    """The task's per-example arrays of one epoch (gold-label probability, prediction, loss, margin) from
+    ``logits [n, C]``, by :func:`t3vis.tasks.unit_outputs` (margin: p(gold) - max p(other), AUM on probabilities).
     """
-    logits = np.asarray(logits, np.float64)
-    labels = np.asarray(labels, np.int64)
-    rows = np.arange(len(labels))
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    probs = np.exp(log_probs)
-    gold = probs[rows, labels]
-    others = probs.copy()
-    others[rows, labels] = -np.inf
-    return {"gold_prob": gold.astype(np.float32), "pred": logits.argmax(axis=1).astype(np.int16),
-            "loss": (-log_probs[rows, labels]).astype(np.float32),
-            "margin": (gold - others.max(axis=1)).astype(np.float32)}
+    task = get_task()
+    outputs = task.outputs(logits, labels)
+    return {name: outputs[name] for name in task.unit_arrays}
 
 
 def epoch_metrics(dynamics: Mapping[str, np.ndarray], labels: np.ndarray, split: np.ndarray) -> dict[str, float]:
@@ -336,6 +248,8 @@ class DynamicsRecorder:
                                 "num_labels matching the dataset")
         self.tokenizer = tokenizer
         self._started = time.perf_counter()
+        if self.max_length is not None and self.max_length < 2:
+            raise TrainingError(f"max_length={self.max_length}: expected at least 2 tokens")
         self.max_length = resolve_max_length(tokenizer, model, self.max_length)
         if self.bf16 is None:
             self.bf16 = fast_bf16(model_device(model))
@@ -370,7 +284,7 @@ class DynamicsRecorder:
         if self.writer is None:
             raise TrainingError("DynamicsRecorder.on_epoch_end called before start(model, tokenizer)")
         epoch = len(self.history) + 1 if epoch is None else int(epoch)
-        logits = predict_logits(model, self._token_ids, pad_id=pad_id_of(self.tokenizer),
+        logits = predict_logits(model, self._token_ids, pad_id=pad_token_id(self.tokenizer),
                                 batch_size=self.batch_size, bf16=bool(self.bf16), on_batch=on_batch)
         if not np.isfinite(logits).all():
             self.fail(f"epoch {epoch}: the model's outputs are NaN/inf (training diverged)")

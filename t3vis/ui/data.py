@@ -20,8 +20,7 @@ import pandas as pd
 
 from ..analysis.datamaps import MISLABEL_COLUMN, available_scores, column_description, run_columns
 from ..errors import StoreError
-from ..store import Run, schema
-from ..store.reader import read
+from ..store import Run
 
 CATEGORICAL, CONTINUOUS = "categorical", "continuous"
 #: Where an attribute's values come from: per example, per checkpoint, or derived from training dynamics.
@@ -99,7 +98,7 @@ class RunData:
         self._categoricals: dict[tuple, pd.Categorical] = {}
         self._xy: dict[PlotSpec, tuple[np.ndarray, np.ndarray]] = {}
         self._ranges: dict[tuple, tuple[float, float]] = {}
-        self._text = TextChunks(run)
+        self._text = run.rows("text", TEXT_CACHE_BYTES)
         self.checkpoints = tuple(run.checkpoints)
         # what each checkpoint holds, read once (opening checkpoint groups costs milliseconds each time)
         self._arrays = {c: frozenset(run.checkpoint(c).arrays) for c in self.checkpoints}
@@ -289,7 +288,8 @@ class RunData:
 
     # ------------------------------------------------------------------ rows
     def text(self, rows: np.ndarray) -> np.ndarray:
-        return self._text.get(np.asarray(rows, dtype=np.int64))
+        """The texts of ``rows`` (an object array), decoding only their chunks; recent chunks are kept."""
+        return self._text(np.asarray(rows, dtype=np.int64)).astype(object)
 
     def rows(self, rows: np.ndarray, columns: Sequence[str], checkpoint: str | None = None,
              text_chars: int | None = TEXT_PREVIEW_CHARS) -> pd.DataFrame:
@@ -315,46 +315,6 @@ def _preview(text: str, chars: int) -> str:
     return text if len(text) <= chars else text[: chars - 1] + "…"
 
 
-class TextChunks:
-    """Reads text for a few rows by decoding only their chunks, keeping recently used chunks (LRU by size)."""
-
-    def __init__(self, run: Run, budget_bytes: int = TEXT_CACHE_BYTES):
-        self._array = run.root["examples/text"]
-        self._chunk = int(self._array.chunks[0])
-        self._budget = budget_bytes
-        self._chunks: OrderedDict[int, np.ndarray] = OrderedDict()
-        self._sizes: dict[int, int] = {}
-        self._lock = threading.Lock()
-
-    def get(self, rows: np.ndarray) -> np.ndarray:
-        out = np.empty(len(rows), dtype=object)
-        if not len(rows):
-            return out
-        which = rows // self._chunk
-        for c in np.unique(which):
-            sel = which == c
-            out[sel] = self._load(int(c))[rows[sel] - int(c) * self._chunk]
-        return out
-
-    def _load(self, c: int) -> np.ndarray:
-        with self._lock:
-            got = self._chunks.get(c)
-            if got is not None:
-                self._chunks.move_to_end(c)
-                return got
-        start = c * self._chunk
-        got = _readonly(np.asarray(read(self._array, slice(start, start + self._chunk))))
-        size = int(sum(len(s) for s in got[: min(len(got), 1000)]) / max(1, min(len(got), 1000)) * len(got)) \
-            + 16 * len(got)
-        with self._lock:
-            self._chunks[c] = got
-            self._sizes[c] = size
-            while len(self._chunks) > 1 and sum(self._sizes.values()) > self._budget:
-                old, _ = self._chunks.popitem(last=False)
-                self._sizes.pop(old)
-        return got
-
-
 # ---------------------------------------------------------------------- the process-wide cache
 _CACHE: "OrderedDict[tuple, RunData]" = OrderedDict()
 _CACHE_LOCK = threading.Lock()
@@ -362,34 +322,11 @@ _CACHE_LOCK = threading.Lock()
 CACHE_RUNS = 2
 
 
-def _cache_key(run: Run) -> tuple:
-    """Run path plus modification times, so a run rewritten or extended (new epochs, checkpoints) reloads."""
-    key: list = [run.loc.url]
-    if run.loc.is_local:
-        store = run.loc.path(schema.STORE_DIR)
-        parts = ["zarr.json", "dynamics", "checkpoints", "examples"]
-        parts += [os.path.join("checkpoints", c, "projection", m) for c in run.checkpoints
-                  for m in _listdir(os.path.join(store, "checkpoints", c, "projection"))]
-        for part in parts:
-            try:
-                key.append(os.stat(os.path.join(store, part)).st_mtime_ns)
-            except OSError:
-                key.append(None)
-    return tuple(key)
-
-
-def _listdir(path: str) -> list[str]:
-    try:
-        return sorted(p for p in os.listdir(path) if not p.startswith("."))
-    except OSError:
-        return []
-
-
 def run_data(run: "Run | str | os.PathLike") -> RunData:
     """The shared ``RunData`` of ``run`` for this process (created on first use)."""
     if not isinstance(run, Run):
         run = Run(os.fspath(run))
-    key = _cache_key(run)
+    key = run.stamp()
     with _CACHE_LOCK:
         got = _CACHE.get(key)
         if got is not None:

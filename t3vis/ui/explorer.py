@@ -1,4 +1,4 @@
-"""The explorer app: sidebar controls, projection plots and data map, the data table, and room for part 2.
+"""The explorer app: sidebar controls, projection plots and data map, the data table, the instance and head views.
 
 ``Explorer(run_or_path)`` in a notebook displays itself; ``.servable()`` serves it; ``apps/main.py`` builds one
 per browser session over a runs directory (``Explorer(runs_dir=...)``), where runs are chosen by name only.
@@ -31,8 +31,7 @@ from .text import AlertPane, Markdown, MarkdownPane, code
 
 log = logging.getLogger(__name__)
 
-#: Part 2's views plug in here: tab title -> "module:Class", built as ``Class(state=state)`` (a Viewer reading
-#: and writing the shared ``ExplorerState``). A missing module shows a placeholder instead.
+#: How to select, shown in the sidebar.
 HELP = Markdown("Drag a box (or lasso) on any plot to select; the selection shows in every plot and the table. "
                 "Wheel to zoom; zoom far in to hover single examples. The toolbar's save button exports a plot as "
                 "PNG.")
@@ -91,7 +90,7 @@ class DemoOffer(pn.viewable.Viewer):
     def _build(self, doc) -> None:
         path = Path(self.runs_dir) / DEMO_RUN_NAME
         try:
-            from ..training.demo import build_demo
+            from pipelines.build import build_demo
 
             build_demo(path, progress=self._report)
         except Exception as exc:  # show it in the page; the server stays up

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 
 import numpy as np
 import panel as pn
@@ -20,10 +21,11 @@ import param
 from PIL import Image
 
 from ..errors import StoreError, T3VisError
-from ..models.serving import normalize_pruned
-from .instance import ATTENTION, ClickableHTML, NewestOnly, head_name, pruned_json, session_model
+from ..serving import NewestOnly, normalize_pruned, session_model
 from .state import ExplorerState
 from .text import HTML, AlertPane, Markdown, MarkdownPane
+from .tokens import ATTENTION, head_name
+from .widgets import ClickableHTML
 
 #: Largest side of a head's pattern thumbnail (a longer matrix is block-averaged down to this).
 THUMBNAIL = 32
@@ -130,6 +132,11 @@ def patterns_html(patterns: np.ndarray, *, pruned=(), selected=None) -> HTML:
     return grid_html(*patterns.shape[:2], cell, pruned=pruned, selected=selected, square=True)
 
 
+def pruned_json(pruned) -> str:
+    """The pruned heads as JSON ``[[layer, head], ...]`` (what the export button downloads)."""
+    return json.dumps([list(h) for h in normalize_pruned(pruned)])
+
+
 class HeadView(pn.viewable.Viewer):
     """Layers x heads grid: importance or attention patterns, aggregate or for the selected example.
 
@@ -142,8 +149,9 @@ class HeadView(pn.viewable.Viewer):
     mode = param.Selector(default="importance", objects=["importance", "pattern"])
     scale = param.Selector(default="aggregate", objects=["aggregate", "instance"])
 
-    def __init__(self, state: ExplorerState, **params):
-        super().__init__(state=state, **params)
+    def __init__(self, **params):
+        super().__init__(**params)
+        state = self.state
         self.model = session_model(state)
         self._values: tuple | None = None  # (kind, array) last computed
         self._grid = ClickableHTML(on_click=self.click)
@@ -160,8 +168,8 @@ class HeadView(pn.viewable.Viewer):
                    pn.widgets.RadioButtonGroup.from_param(self.param.scale, color="light"), self._busy),
             self._message, self._grid, pn.Row(self._pruned_text, self._restore, self._export),
             sizing_mode="stretch_width", name="Attention heads")
+        # a plain watcher, not ``@param.depends``: `_on_data` needs the events, to know which parameters changed
         state.param.watch(self._on_data, ["run", "checkpoint", "example", "pruned_heads"])
-        state.param.watch(self._on_marks, ["head", "pruned_heads"])
         self._on_marks()
         param.parameterized.async_executor(self.refresh)
 
@@ -202,7 +210,8 @@ class HeadView(pn.viewable.Viewer):
     async def _on_mode(self) -> None:
         await self.refresh()
 
-    def _on_marks(self, *events) -> None:
+    @param.depends("state.head", "state.pruned_heads", watch=True)
+    def _on_marks(self) -> None:
         pruned = normalize_pruned(self.state.pruned_heads)
         self._restore.disabled = not pruned
         names = ", ".join(map(head_name, pruned))
@@ -237,7 +246,7 @@ class HeadView(pn.viewable.Viewer):
                 if self.scale == "aggregate":
                     values = self._aggregate()
                 elif state.example is None:
-                    raise T3VisError("Select an example (in the table or a plot) to see its instance-scale heads.")
+                    raise T3VisError("Select an example (in the table) to see its instance-scale heads.")
                 elif self.mode == "importance":
                     values = await self.model.head_importance(int(state.example), state.pruned_heads)
                 else:

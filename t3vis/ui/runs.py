@@ -24,7 +24,7 @@ def list_runs(runs_dir: "str | os.PathLike") -> list[str]:
 
 
 def is_run(path: "str | os.PathLike") -> bool:
-    return (Path(path) / schema.STORE_DIR / "zarr.json").is_file()
+    return (Path(path) / schema.ROOT_METADATA).is_file()
 
 
 def default_run(runs_dir: "str | os.PathLike") -> str | None:

@@ -10,14 +10,15 @@ from __future__ import annotations
 import numpy as np
 import param
 
+from ..analysis.saliency import METHODS
 from ..errors import StoreError
 from ..store import Run
 from . import masks
 from .data import CATEGORICAL, CHECKPOINT, PlotSpec, RunData, run_data
 from .text import Markdown
 
-#: Saliency methods the instance view offers (part 2 may extend ``ExplorerState.param.saliency_method.objects``).
-SALIENCY_METHODS = ["grad_x_input", "integrated_gradients", "lrp"]  # t3vis.analysis.saliency.METHODS (no torch import here)
+#: Saliency methods the instance view offers: the registry's keys (listing them imports no torch).
+SALIENCY_METHODS = list(METHODS)
 #: Default colouring, first one the run has.
 DEFAULT_COLOR_BY = ("label", "pred", "confidence")
 
@@ -35,9 +36,9 @@ class ExplorerState(param.Parameterized):
     - ``color_by``: attribute to colour by (``""`` = point density).
     - ``filters``: ``{attribute: (lo, hi)}`` for continuous ones, ``{attribute: (category, ...)}`` for categorical.
     - ``selection``: boolean mask over all examples from the last brush (box or lasso), ``None`` = no brush.
-    - ``example``: the example (row index) chosen in the table or a plot, for the instance view.
+    - ``example``: the example (row index) chosen in the table, for the instance view.
 
-    Part 2 (attention-head and instance views) reads and writes:
+    The attention-head and instance views read and write:
 
     - ``head``: the ``(layer, head)`` picked in the head grid, or ``None``.
     - ``pruned_heads``: tuple of ``(layer, head)`` pairs gated off when the model runs.

@@ -4,7 +4,8 @@ Each layer's attention, averaged over heads, is mixed half-and-half with the ide
 residual connection, ``Â = (A + I) / 2`` (rows re-normalised), and the layers are chained,
 ``rollout = Â_L ... Â_2 Â_1``. Entry ``[i, j]`` is the share of input token ``j`` in position ``i`` at the top.
 It needs no gradient: it works from the ``attentions`` a model returns with ``output_attentions=True``
-(eager attention).
+(eager attention). It is not in the registry: it answers "which tokens flow where" (``[B, T, T]``), not "which
+tokens support class c", so it takes no target class.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from t3vis.errors import T3VisError
+from ...errors import T3VisError
 
 
 def attention_rollout(

@@ -1,4 +1,4 @@
-"""Conservative propagation rules that turn gradient x input into LRP for Transformers.
+"""Conservative LRP for Transformers: the propagation rules that turn gradient x input into LRP, and `lrp`.
 
 Ali et al. 2022 ("XAI for Transformers: Better Explanations through Conservative Propagation") and
 Achtibat et al. 2024 (AttnLRP) show that plain gradient x input leaks or creates relevance in a
@@ -23,19 +23,16 @@ cover activation modules built from primitive ops (GPT-2's ``NewGELUActivation``
 
 from __future__ import annotations
 
-import threading
 from contextlib import ExitStack, contextmanager
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from t3vis.errors import ModelError
-
-# Attribution adds hooks to a model and may switch its attention implementation: calls that take the
-# gradient of a model hold this lock so they never see each other's rules.
-ATTRIBUTION_LOCK = threading.RLock()
+from ...errors import ModelError
+from .common import attribution_mode, check_inputs, selected
 
 _SOFTMAX = {F.softmax, torch.softmax, torch.Tensor.softmax}
 _LAYER_NORM = {F.layer_norm}
@@ -137,8 +134,8 @@ def conservative_propagation(model: nn.Module):
     Forward values are unchanged up to float rounding, so the explained logit is the model's logit. Covers
     softmax attention (the model is switched to eager attention meanwhile), LayerNorm and element-wise
     activations with ``act(0) = 0``. Not covered, so not conservative: RMSNorm and gated MLPs
-    (``act(Wx) * Vx``, Llama-style), which would need AttnLRP's uniform rule; `t3vis.analysis.saliency.lrp`
-    detects such leaks. Hold :data:`ATTRIBUTION_LOCK` around the forward and backward pass.
+    (``act(Wx) * Vx``, Llama-style), which would need AttnLRP's uniform rule; `lrp` below
+    detects such leaks. Hold :data:`.common.ATTRIBUTION_LOCK` around the forward and backward pass.
     """
     with ExitStack() as stack:
         for module in _activation_modules(model):
@@ -146,3 +143,103 @@ def conservative_propagation(model: nn.Module):
         stack.enter_context(_eager_attention(model))
         stack.enter_context(_ConservativeRules())
         yield
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The method
+
+
+class LRPResult(NamedTuple):
+    """LRP relevance ``[B, T]``, the explained logit ``[B]``, and what the model's biases absorb ``[B]``:
+    ``logit = relevance.sum(-1) + bias_share`` (checked by `lrp`)."""
+
+    relevance: torch.Tensor
+    logit: torch.Tensor
+    bias_share: torch.Tensor
+
+
+def _transformer_blocks(model: nn.Module) -> nn.ModuleList:
+    """The list of Transformer layers: the first ModuleList with ``config.num_hidden_layers`` entries."""
+    layers = model.config.num_hidden_layers
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == layers:
+            return module
+    raise ModelError(f"{type(model).__name__}: no list of {layers} Transformer layers (config.num_hidden_layers)")
+
+
+def _first_layer_input_captured(model: nn.Module, store: dict):
+    """Forward pre-hook on the first Transformer layer that swaps its hidden states for a leaf tensor."""
+
+    def hook(module, args, kwargs):
+        if "hidden_states" in kwargs:
+            store["hidden"] = kwargs["hidden_states"].detach().requires_grad_(True)
+            return args, {**kwargs, "hidden_states": store["hidden"]}
+        store["hidden"] = args[0].detach().requires_grad_(True)
+        return (store["hidden"], *args[1:]), kwargs
+
+    return _transformer_blocks(model)[0].register_forward_pre_hook(hook, with_kwargs=True)
+
+
+def _bias_probes(model: nn.Module, probe: torch.Tensor) -> list:
+    """Hooks adding ``(probe - 1) * bias`` to every biased module's output: zero in value, but
+    ``d logit_e / d probe_e`` is exactly the contribution of all biases to example ``e``."""
+
+    def hook(module, inputs, output):
+        if not isinstance(output, torch.Tensor) or output.shape[-1:] != module.bias.shape:
+            return output  # not a plain "+ bias" output; the conservation check catches what this misses
+        shape = (-1,) + (1,) * (output.ndim - 1)
+        return output + (probe - probe.detach()).reshape(shape) * module.bias
+
+    return [
+        module.register_forward_hook(hook)
+        for module in model.modules()
+        if isinstance(getattr(module, "bias", None), nn.Parameter)
+    ]
+
+
+def lrp(model, input_ids, attention_mask, target, *, check: bool = True) -> LRPResult:
+    """Conservative LRP for Transformers (Ali et al. 2022; AttnLRP, Achtibat et al. 2024): relevance ``[B, T]``.
+
+    Gradient x input at the input of the first Transformer layer (word + position + token-type embeddings,
+    after BERT's embedding LayerNorm), with the backward pass following the AH, LN and identity rules of
+    :func:`conservative_propagation`. Relevance is attributed there rather than at the
+    word embeddings because position embeddings would otherwise act as a large bias absorbing relevance.
+
+    Conservation: the rules make the network locally affine, so ``logit = relevance.sum(-1) + bias_share``
+    where ``bias_share`` is the part absorbed by the biases inside the layers and the head (linear biases,
+    LayerNorm shifts), measured per example through a probe on every biased module. Bias-free models
+    conserve exactly. We report the bias share instead of spreading it onto tokens: any such split (e.g.
+    the ``z - b`` denominator variant of LRP-0) is a convention that is unstable when contributions cancel.
+    With ``check`` the identity is verified and a ``ModelError`` raised where it fails by more than 1% of the
+    total absolute contribution, meaning the model has a non-linearity the rules do not cover.
+    """
+    input_ids, attention_mask, target = check_inputs(model, input_ids, attention_mask, target)
+    captured: dict = {}
+    probe = torch.ones(input_ids.shape[0], dtype=next(model.parameters()).dtype, device=input_ids.device)
+    with attribution_mode(model), conservative_propagation(model), ExitStack() as hooks:
+        probe.requires_grad_(True)
+        hooks.callback(_first_layer_input_captured(model, captured).remove)
+        for handle in _bias_probes(model, probe):
+            hooks.callback(handle.remove)
+        logit = selected(model(input_ids=input_ids, attention_mask=attention_mask).logits, target)
+        if "hidden" not in captured:
+            raise ModelError(f"{type(model).__name__}: its first Transformer layer was not called with hidden states")
+        gradient, bias_share = torch.autograd.grad(logit.sum(), [captured["hidden"], probe], allow_unused=True)
+    relevance = (gradient * captured["hidden"].detach()).sum(-1) * attention_mask.to(gradient.dtype)
+    bias_share = torch.zeros_like(probe) if bias_share is None else bias_share
+    result = LRPResult(relevance, logit.detach(), bias_share)
+    if check:
+        _check_conservation(model, result)
+    return result
+
+
+def _check_conservation(model: nn.Module, result: LRPResult, tolerance: float = 0.01) -> None:
+    residual = result.logit - result.relevance.sum(-1) - result.bias_share
+    scale = result.relevance.abs().sum(-1) + result.bias_share.abs() + result.logit.abs()
+    worst = (residual.abs() / scale.clamp_min(1e-12)).max().item()
+    if worst > tolerance:
+        raise ModelError(
+            f"LRP does not conserve relevance for {type(model).__name__} (residual {worst:.1%} of the total): it has a "
+            "non-linearity the rules do not cover (e.g. RMSNorm or a gated MLP). Pass check=False to get the "
+            "non-conservative relevance anyway."
+        )

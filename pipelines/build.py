@@ -1,0 +1,56 @@
+"""Train, then fill the run: the orchestration above the library (``t3vis demo``, ``t3vis train`` and the page's
+"Build the demo run" call these). Training (``t3vis.training``) writes dynamics and checkpoints; the pipelines
+(extract, importance, project) add hidden states, head importance and projections; the run is marked complete last.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from t3vis.store import RunWriter
+from t3vis.training.demo import Progress, TrainConfig, quiet, train_demo, train_run
+
+#: Share of the whole job's time spent in the pipelines after training (weights the progress fraction).
+PIPELINE_SHARE = 0.3
+#: Pipeline steps, in order, with the fraction of the pipeline time each one ends at.
+PIPELINE_STEPS = {"extract": 0.55, "importance": 0.75, "project": 1.0}
+
+
+def run_pipelines(path, progress: Progress = quiet) -> dict:
+    """Extract, importance and project for every checkpoint on a LocalCluster without a dashboard."""
+    from .run import run_pipeline
+
+    def echo(message: str) -> None:
+        step = message.split(":", 1)[0].strip()
+        progress(f"pipeline {message}", PIPELINE_STEPS.get(step, 0.0))
+
+    progress("pipeline: extracting hidden states", 0.0)
+    return run_pipeline(str(path), progress=False, echo=echo, dashboard=False)
+
+
+def _then_pipelines(train, path, progress: Progress | None, pipeline: bool) -> Path:
+    """``train(progress)`` (writes the run at ``path``), then with ``pipeline`` the pipelines, then ``complete``."""
+    progress = progress or quiet
+    share = 1.0 - PIPELINE_SHARE if pipeline else 1.0
+    train(lambda stage, f: progress(stage, f * share))
+    if pipeline and run_pipelines(path, progress=lambda s, f: progress(s, share + f * (1 - share))):
+        RunWriter(str(path)).update_attrs(complete=True)
+    progress("done", 1.0)
+    return Path(path)
+
+
+def build_demo(path=None, *, overwrite: bool = False, seed: int = 0, epochs: int = 3, noise: float = 0.05,
+               progress: Progress | None = None, pipeline: bool = True, runs_dir=None) -> Path:
+    """The demo run (``t3vis.training.demo.train_demo``), then the pipelines on it; returns the run path."""
+    from t3vis.paths import demo_run_path
+
+    path = Path(path) if path is not None else demo_run_path(runs_dir)
+    return _then_pipelines(lambda p: train_demo(path, overwrite=overwrite, seed=seed, epochs=epochs, noise=noise,
+                                                progress=p), path, progress, pipeline)
+
+
+def train_and_extract(path, dataset, *, model_path, config: TrainConfig = TrainConfig(), overwrite: bool = False,
+                      progress: Progress | None = None, pipeline: bool = True, name: str | None = None) -> Path:
+    """``t3vis.training.demo.train_run`` on ``dataset``, then the pipelines on the run; returns the run path."""
+    return _then_pipelines(lambda p: train_run(path, dataset, model_path=model_path, config=config,
+                                               overwrite=overwrite, progress=p, name=name), path, progress, pipeline)

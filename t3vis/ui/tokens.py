@@ -1,0 +1,195 @@
+"""Token rendering for the instance view: the shown units (tokens or merged words), their values, colours and HTML.
+
+Small pure functions, tested without a browser or a model: HTML is built from literal ``text.HTML`` templates
+(token texts and label names go in escaped), one ``<span>`` per token or word, clicks reported through the
+``data-click`` keys `widgets.ClickableHTML` sends back. A 512-token example is ~60 kB of HTML, built in ~2.5 ms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..serving import Encoding, Forward
+from .text import HTML, Markdown
+
+#: Colours: positive saliency, negative saliency, attention.
+POSITIVE, NEGATIVE, ATTENTION = (214, 39, 40), (31, 119, 180), (117, 63, 171)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """What the view shows as one block: a token, or a word made of consecutive word-pieces ``[start, stop)``."""
+
+    text: str
+    start: int
+    stop: int
+    gap: str  # what separates it from the previous unit: "", " " or "\n"
+    special: bool
+
+
+def _gap(source: str) -> str:
+    if not source:
+        return ""
+    return "\n" if "\n" in source else " "
+
+
+def _piece_text(token: str) -> tuple[str, bool]:
+    """A token's display text and whether it continues the previous word (for tokenizers without offsets)."""
+    if token.startswith("##"):
+        return token[2:] or token, True
+    for mark in ("\u0120", "\u2581"):  # GPT-2 and SentencePiece word-start marks
+        if token.startswith(mark):
+            return token[1:] or token, False
+    return token, False
+
+
+def token_units(encoding: Encoding, merge_words: bool = True) -> list[Unit]:
+    """The blocks to show: tokens, or words (consecutive word-pieces of one word merged) when ``merge_words``.
+
+    Text comes from the character offsets into the original text, so case and accents survive lower-casing
+    tokenizers; gaps between blocks keep the text's spaces and line breaks.
+    """
+    units: list[Unit] = []
+    previous_end = None  # end offset of the last ordinary token
+    for i, token in enumerate(encoding.tokens):
+        last = units[-1] if units else None
+        if encoding.special[i]:
+            units.append(Unit(token, i, i + 1, " " if units else "", True))
+            continue
+        offset = encoding.offsets[i]
+        if offset is None:
+            text, continues = _piece_text(token)
+            gap = "" if continues else " "
+        else:
+            text = encoding.text[offset[0]:offset[1]]
+            gap = _gap(encoding.text[previous_end:offset[0]]) if previous_end is not None else ""
+            previous_end = offset[1]
+        if last is not None and last.special:
+            gap = " "
+        word = encoding.word_ids[i]
+        if (merge_words and last is not None and not last.special and not gap and word is not None
+                and encoding.word_ids[last.start] == word):
+            if offset is not None:
+                text = encoding.text[encoding.offsets[last.start][0]:offset[1]]
+            else:
+                text = last.text + text
+            units[-1] = Unit(text, last.start, i + 1, last.gap, False)
+        else:
+            units.append(Unit(text, i, i + 1, gap if units else "", False))
+    return units
+
+
+def unit_sums(values: np.ndarray, units: list[Unit]) -> np.ndarray:
+    """Per-unit sum of per-token values (saliency and attention received both add up over word-pieces)."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.array([values[u.start:u.stop].sum() for u in units])
+
+
+def attention_from(attention: np.ndarray, unit: Unit, units: list[Unit]) -> np.ndarray:
+    """Where ``unit`` attends (``attention`` is one head's ``[T, T]``): its tokens' rows averaged, summed per unit.
+
+    Rows of attention sum to 1, so the result does too: a distribution over the shown units.
+    """
+    row = np.asarray(attention[unit.start:unit.stop], dtype=np.float64).mean(0)
+    return unit_sums(row, units)
+
+
+def _mix(colour: tuple[int, int, int], t: float) -> str:
+    t = float(min(1.0, max(0.0, t)))
+    r, g, b = (round(255 + (c - 255) * t) for c in colour)
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def diverging_colours(values: np.ndarray) -> list[tuple[str, str]]:
+    """(background, text colour) per value: red for positive, blue for negative, white at 0, scaled by max |v|."""
+    values = np.asarray(values, dtype=np.float64)
+    scale = float(np.abs(values).max()) if len(values) else 0.0
+    scale = scale if scale > 0 else 1.0
+    out = []
+    for v in values / scale:
+        background = _mix(POSITIVE if v >= 0 else NEGATIVE, abs(v))
+        out.append((background, "#fff" if abs(v) > 0.6 else "#000"))
+    return out
+
+
+def sequential_colours(values: np.ndarray, colour=ATTENTION) -> list[tuple[str, str]]:
+    """(background, text colour) per value in [0, max]: white to ``colour``."""
+    values = np.clip(np.asarray(values, dtype=np.float64), 0, None)
+    scale = float(values.max()) if len(values) else 0.0
+    scale = scale if scale > 0 else 1.0
+    return [(_mix(colour, v), "#fff" if v > 0.6 else "#000") for v in values / scale]
+
+
+def tokens_html(units: list[Unit], values: np.ndarray, colours: list[tuple[str, str]], *, focus: int | None = None,
+                value_label: str = "saliency", example: int | None = None) -> HTML:
+    """One clickable span per unit (``data-click="tok:<k>"``), coloured, its value in the tooltip.
+
+    The block carries ``data-example`` and ``data-showing`` (saliency or attention) for tests and scripts.
+    """
+    parts = [HTML('<div class="tokens" data-showing="{}"{}>').format(
+        value_label, HTML(' data-example="{}"').format(int(example)) if example is not None else HTML(""))]
+    span = HTML('<span class="{}" data-click="tok:{}" title="{}: {} {:+.4g}" style="background:{};color:{}">{}</span>')
+    for k, (unit, value, (background, ink)) in enumerate(zip(units, values, colours)):
+        if unit.gap == "\n":
+            parts.append(HTML("<br>"))
+        elif unit.gap:
+            parts.append(" ")
+        classes = "tok" + (" special" if unit.special else "") + (" focus" if k == focus else "")
+        parts.append(span.format(classes, k, unit.text, value_label, value, background, ink, unit.text))
+    parts.append(HTML("</div>"))
+    return HTML("").join(parts)
+
+
+def classes_html(label_names, probs: np.ndarray, *, gold: int | None, target: int,
+                 baseline: np.ndarray | None = None) -> HTML:
+    """One clickable box per class (``data-click="cls:<c>"``): probability bar, gold star, change from unpruned."""
+    box = HTML('<div class="{}" data-click="cls:{}" title="Show saliency for {}"><span class="bar" '
+               'style="width:{:.1f}%"></span><span class="name">{}</span><span class="p">{:.1%}</span>{}</div>')
+    parts = [HTML('<div class="classes">')]
+    for c, name in enumerate(label_names):
+        p = float(probs[c])
+        classes = "cls" + (" target" if c == target else "") + (" gold" if c == gold else "")
+        delta = HTML("")
+        if baseline is not None:
+            delta = HTML('<span class="delta">unpruned {:.1%} ({:+.1%})</span>').format(
+                float(baseline[c]), p - float(baseline[c]))
+        parts.append(box.format(classes, c, name, p * 100, name, p, delta))
+    parts.append(HTML("</div>"))
+    return HTML("").join(parts)
+
+
+def pruning_summary(label_names, label: int | None, pruned, before: Forward, after: Forward) -> Markdown:
+    """Markdown: what the pruned heads do to this example's prediction and loss."""
+    names = list(label_names)
+    p0, p1 = int(before.probs.argmax()), int(after.probs.argmax())
+    text = Markdown("**{} {} pruned** · prediction ").format(len(pruned), "heads" if len(pruned) != 1 else "head")
+    text += (Markdown("{} → **{}**").format(names[p0], names[p1]) if p0 != p1 else
+             Markdown("{} (unchanged)").format(names[p1]))
+    if label is not None:
+        l0, l1 = before.loss(label), after.loss(label)
+        text += Markdown(" · loss {:.3f} → {:.3f} ({:+.3f})").format(l0, l1, l1 - l0)
+    return text
+
+
+def selection_summary(change: dict, sampled_from: int | None = None) -> Markdown:
+    """Markdown for the re-predicted selection."""
+    n = change["n"]
+    text = Markdown("**{:,}** examples").format(n)
+    if sampled_from:
+        text += Markdown(" (a random sample of the {:,} selected)").format(sampled_from)
+    text += Markdown(" · predictions changed: **{:,}** ({:.1%})").format(change["flipped"],
+                                                                          change["flipped"] / max(n, 1))
+    if "loss_change" in change:
+        text += Markdown(" · mean loss {:.3f} → {:.3f} (**{:+.3f}**)").format(
+            change["loss_before"], change["loss_after"], change["loss_change"])
+    if "accuracy_before" in change:
+        text += Markdown(" · accuracy {:.1%} → {:.1%}").format(change["accuracy_before"], change["accuracy_after"])
+    if change.get("baseline") == "extracted":
+        text += Markdown(" · unpruned: the checkpoint's extracted predictions (near ties re-checked)")
+    return text
+
+
+def head_name(head) -> str:
+    return f"L{head[0]}·H{head[1]}"

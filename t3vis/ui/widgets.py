@@ -1,0 +1,95 @@
+"""What every view shares: the app's CSS, the `ClickableHTML` component, and shared pane styles.
+
+One home for them, so the head view and the instance view (and any new view) draw from the same stylesheet and
+click component instead of importing them from each other. ``ClickableHTML`` is a tiny JS component that sends
+the ``data-click`` key of the clicked element to Python.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import param
+from panel.custom import JSComponent
+
+from .text import HTML
+
+#: A readable warning box (Panel's Alert pane loses its contrast under the Material theme).
+NOTICE_STYLE = {"background": "#fff4e5", "color": "#5f2b00", "border-left": "4px solid #ed6c02",
+                "padding": "0 10px", "border-radius": "4px"}
+
+CSS = """
+:host { display: block; width: 100%; }
+.t3-clickable { font-family: var(--bokeh-font-family, sans-serif); font-size: 13px; }
+.tokens { line-height: 1.9; max-height: 26em; overflow-y: auto; padding: 4px 6px; border: 1px solid #ddd;
+          border-radius: 4px; background: #fff; }
+.tok { padding: 1px 2px; border-radius: 3px; cursor: pointer; }
+.tok.special { font-size: 10px; color: #666; }
+.tok.focus { outline: 2px solid #222; outline-offset: 1px; }
+.tok:hover { outline: 1px solid #888; }
+.classes { display: flex; flex-wrap: wrap; gap: 6px; }
+.cls { position: relative; min-width: 9em; padding: 4px 8px; border: 1px solid #ccc; border-radius: 4px;
+       cursor: pointer; overflow: hidden; background: #fafafa; }
+.cls .bar { position: absolute; left: 0; top: 0; bottom: 0; background: rgba(117, 63, 171, 0.18); }
+.cls .name, .cls .p { position: relative; }
+.cls .p { float: right; margin-left: 8px; font-variant-numeric: tabular-nums; }
+.cls .delta { position: relative; display: block; font-size: 11px; color: #555; }
+.cls.target { border: 2px solid #222; }
+.cls.gold .name::after { content: " \\2605"; color: #b8860b; }
+.hgrid { display: grid; gap: 2px; align-items: stretch; }
+.hgrid .lab { font-size: 11px; color: #555; text-align: center; align-self: center; }
+.cell { position: relative; border: 1px solid #ddd; border-radius: 3px; cursor: pointer; min-height: 30px;
+        display: flex; align-items: center; justify-content: center; font-size: 11px;
+        font-variant-numeric: tabular-nums; }
+.cell img { width: 100%; height: 100%; image-rendering: pixelated; display: block; }
+.cell.selected { outline: 3px solid #222; z-index: 1; }
+.cell.pruned { opacity: 0.35; background-image: repeating-linear-gradient(45deg, transparent 0 4px, #999 4px 5px); }
+.cell .x { position: absolute; top: 0; right: 0; border: none; background: rgba(255,255,255,0.85); cursor: pointer;
+           font-size: 11px; line-height: 1; padding: 1px 3px; border-radius: 0 3px 0 3px; }
+.cell.pruned .x { opacity: 1; background: #ffd; }
+"""
+
+
+class ClickableHTML(JSComponent):
+    """HTML whose elements carrying ``data-click="key"`` report clicks to Python: ``on_click(key)``.
+
+    One component (not a widget per token or cell) keeps a 512-token text or a 12x12 grid one DOM update.
+    ``html`` is markup only when it is an ``HTML`` object (a literal template); any other string shows as text.
+    """
+
+    html = param.String(default="")
+
+    _esm = """
+    export function render({ model }) {
+      const root = document.createElement("div");
+      root.className = "t3-clickable";
+      root.innerHTML = model.html;
+      root.addEventListener("click", (event) => {
+        const target = event.target.closest("[data-click]");
+        if (target && root.contains(target)) {
+          event.stopPropagation();
+          model.send_msg(target.dataset.click);
+        }
+      });
+      model.on("html", () => { root.innerHTML = model.html; });
+      return root;
+    }
+    """
+
+    def __init__(self, on_click: Callable[[str], None] | None = None, **params):
+        params.setdefault("stylesheets", [CSS])
+        params.setdefault("sizing_mode", "stretch_width")
+        super().__init__(**params)
+        self._click_callbacks = [on_click] if on_click else []
+
+    def on_click(self, callback: Callable[[str], None]) -> None:
+        self._click_callbacks.append(callback)
+
+    def _handle_msg(self, data) -> None:
+        for callback in self._click_callbacks:
+            callback(str(data))
+
+    def _process_param_change(self, params):
+        if "html" in params:
+            params = {**params, "html": str(HTML.escape(params["html"]))}
+        return super()._process_param_change(params)
