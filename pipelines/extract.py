@@ -37,6 +37,7 @@ class ChunkTask:
     batch_size: int = 64
     max_length: int | None = None
     device: str | None = None
+    task: str | None = None  # the run's task (``t3vis.tasks``): how logits become per-unit outputs
 
 
 def array_layout(run, chunk_rows: int) -> dict[str, tuple[tuple, np.dtype, tuple]]:
@@ -67,6 +68,7 @@ def extract_chunk(task: ChunkTask) -> dict:
 
     from t3vis.analysis.extraction import extract
     from t3vis.models.inference import cached_checkpoint
+    from t3vis.tasks import get_task
 
     limit_threads()
     started = time.perf_counter()
@@ -75,7 +77,7 @@ def extract_chunk(task: ChunkTask) -> dict:
     texts = read_rows(task.run, "text", rows)
     labels = read_rows(task.run, "label", rows)
     out = extract(loaded.model, loaded.tokenizer, texts, labels, batch_size=task.batch_size,
-                  max_length=task.max_length)
+                  max_length=task.max_length, task=get_task(task.task))
     writer = RunWriter(task.run)
     units = [unit_of(task.checkpoint, a) for a in schema.EXTRACTED_ARRAYS]
     if not all(writer.is_staged(unit) for unit in units):
@@ -164,7 +166,7 @@ def run_extract(client, url: str, *, checkpoints: list[str] | None = None, chunk
         for index in pending:
             task = ChunkTask(run.loc.url, name, weights[name], index, index * rows,
                              min(run.n_examples, (index + 1) * rows), dtype=dtype, batch_size=batch_size,
-                             max_length=max_length, device=device)
+                             max_length=max_length, device=device, task=run.task)
             future = client.submit(extract_chunk, task, pure=False, priority=-priority,
                                    key=f"extract-{name}-{index}-{time.time_ns()}")
             futures.append(future)

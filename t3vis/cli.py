@@ -24,6 +24,17 @@ def cmd_validate(args) -> int:
     return 1 if report else 0
 
 
+def _epoch_line(metrics: dict) -> str:
+    """``train accuracy 0.912, loss 0.310; validation accuracy ...`` from one epoch's recorded metrics."""
+    parts = []
+    for split in ("train", "validation"):
+        acc, loss = metrics.get(f"{split}_accuracy"), metrics.get(f"{split}_loss")
+        if acc is not None or loss is not None:
+            parts.append(f"{split} " + ", ".join(
+                [*([f"accuracy {acc:.3f}"] if acc is not None else []), *([f"loss {loss:.3f}"] if loss is not None else [])]))
+    return "; ".join(parts) or "no metrics"
+
+
 def cmd_info(args) -> int:
     from .store import Run
 
@@ -32,11 +43,13 @@ def cmd_info(args) -> int:
         "name": run.name,
         "path": run.loc.url,
         "schema_version": run.attrs["schema_version"],
+        "task": run.task,
         "examples": run.n_examples,
         "labels": run.label_names,
         "model": run.model,
         "dataset": run.attrs.get("dataset"),
         "epochs_recorded": run.epochs(),
+        "epoch_metrics": (run.attrs.get("training") or {}).get("epochs", []),
         "checkpoints": {},
     }
     for name in run.checkpoints:
@@ -47,11 +60,13 @@ def cmd_info(args) -> int:
         print(json.dumps(info, indent=2, default=str))
         return 0
     print(f"{info['name']}  ({info['path']}, schema v{info['schema_version']})")
-    print(f"  examples: {info['examples']:,}   labels: {', '.join(info['labels'])}")
+    print(f"  task: {info['task']}   examples: {info['examples']:,}   labels: {', '.join(info['labels'])}")
     m = info["model"]
     print(f"  model: {m['name_or_path']} ({m['model_type']}, {m['num_layers']} layers x {m['num_heads']} heads, "
           f"hidden {m['hidden_size']})")
     print(f"  epochs recorded: {info['epochs_recorded'] or 'none'}")
+    for metrics in info["epoch_metrics"]:
+        print(f"    epoch {metrics.get('epoch', '?')}: " + _epoch_line(metrics))
     for name, ck in info["checkpoints"].items():
         status = "complete" if ck["complete"] else "incomplete"
         print(f"  checkpoint {name}: step {ck['step']}, epoch {ck['epoch']:g}, {status}; "

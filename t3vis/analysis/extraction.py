@@ -3,7 +3,8 @@
 For every example: the pooled hidden state of every layer (the classification token and the mean over real
 tokens), logits, loss, prediction, gold-label probability and token length. The Dask workers, the benchmarks and
 the tests share this code, so the numbers in the store are exactly what a plain forward pass gives; loss,
-prediction and gold-label probability come from :func:`t3vis.tasks.unit_outputs`, as the training dynamics do.
+prediction and gold-label probability come from the run's task (:func:`t3vis.tasks.unit_outputs`), as the training
+dynamics do.
 
 Why the batching looks like it does: texts are tokenised without padding, sorted by length and cut into batches
 (:mod:`t3vis.models.inference`), so a batch pads to its own longest text (on BBC-like data this removes most
@@ -24,14 +25,14 @@ from ..models.inference import (
     pad_token_id,
     tokenize,
 )
-from ..tasks import unit_outputs
+from ..tasks import Task, get_task
 
 #: Arrays ``extract`` returns, in the order the store lists them.
 OUTPUT_NAMES = ("hidden_cls", "hidden_mean", "logits", "loss", "pred", "gold_prob", "length")
 
 
 def pooled_outputs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                   labels: torch.Tensor) -> dict[str, np.ndarray]:
+                   labels: torch.Tensor, task: Task | None = None) -> dict[str, np.ndarray]:
     """One forward pass: every layer's pooled hidden states (``[L+1, B, D]`` float16), logits and, from them
     (:func:`t3vis.tasks.unit_outputs`), loss, prediction and gold-label probability."""
     device = next(model.parameters()).device
@@ -47,7 +48,7 @@ def pooled_outputs(model: nn.Module, input_ids: torch.Tensor, attention_mask: to
         weights = (attention_mask.to(torch.float32) / lengths[:, None].to(torch.float32))[:, None, :]  # [B, 1, T]
         mean = torch.stack([torch.bmm(weights, h.float())[:, 0] for h in out.hidden_states])
         logits = out.logits.float().cpu().numpy()
-        units = unit_outputs(logits, np.asarray(labels))
+        units = (task or get_task()).outputs(logits, np.asarray(labels))
         return {
             "hidden_cls": cls.to(torch.float16).cpu().numpy(),
             "hidden_mean": mean.to(torch.float16).cpu().numpy(),
@@ -60,7 +61,7 @@ def pooled_outputs(model: nn.Module, input_ids: torch.Tensor, attention_mask: to
 
 
 def extract(model: nn.Module, tokenizer, texts, labels, *, batch_size: int = 64,
-            max_length: int | None = None) -> dict[str, np.ndarray]:
+            max_length: int | None = None, task: Task | None = None) -> dict[str, np.ndarray]:
     """Run ``model`` over ``texts`` in length-sorted batches; arrays come back in the order of ``texts``.
 
     Hidden states are ``[L+1, n, D]`` (layer 0 is the embedding output), the rest ``[n]`` or ``[n, C]``.
@@ -72,7 +73,7 @@ def extract(model: nn.Module, tokenizer, texts, labels, *, batch_size: int = 64,
     out: dict[str, np.ndarray] = {}
     for rows in length_batches([len(x) for x in ids], batch_size):
         input_ids, mask = pad_ids([ids[i] for i in rows], pad)
-        part = pooled_outputs(model, input_ids, mask, torch.as_tensor(labels[rows]))
+        part = pooled_outputs(model, input_ids, mask, torch.as_tensor(labels[rows]), task)
         for name, values in part.items():
             axis = 1 if name.startswith("hidden") else 0
             if name not in out:

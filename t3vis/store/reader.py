@@ -20,10 +20,11 @@ import pandas as pd
 import zarr
 
 from ..errors import SchemaVersionError, StoreError, T3VisError
-from . import schema
+from . import knn, schema
 from .integrity import CheckedStore
 from .location import Location
 from .rows import RowReader, read
+from .search import TextSearch
 from .weights import checked_weights
 
 
@@ -129,6 +130,11 @@ class Run:
         return list(self.attrs["label_names"])
 
     @property
+    def task(self) -> str:
+        """The task the run was recorded for (``schema.TASKS``; ``t3vis.tasks.task_of`` gives its ``Task``)."""
+        return str(self.attrs.get("task", schema.DEFAULT_TASK))
+
+    @property
     def n_examples(self) -> int:
         return int(self.attrs["n_examples"])
 
@@ -202,6 +208,17 @@ class Run:
         if isinstance(rows, (int, np.integer)):
             return str(read(self._column_array("text"), int(rows)))
         return self.column("text", rows)
+
+    def search(self, query: str, *, regex: bool = False, case: bool = False, phrase: bool = False) -> np.ndarray:
+        """Sorted row ids (int64) of the examples whose text matches ``query``: plain words (all, whole words), a
+        ``"quoted phrase"``, or with ``regex`` an RE2 pattern; case-insensitive unless ``case`` (``search.py``; a
+        ``search.Query`` from ``search.parse`` is taken as it is).
+        An empty query or invalid pattern is a ``QueryError``; the text read stays cached for the next query."""
+        return self._text_search.search(query, regex=regex, case=case, phrase=phrase)
+
+    @cached_property
+    def _text_search(self) -> TextSearch:
+        return TextSearch(RowReader(self._column_array("text")))
 
     # ------------------------------------------------------------------ dynamics
     def epochs(self) -> list[int]:
@@ -360,3 +377,24 @@ class Checkpoint:
                 return self.group[key]
         raise StoreError(f"checkpoint '{self.name}': no {method} projection of layer {layer} "
                          f"(have {self.projections()}; run `t3vis project`)")
+
+    # neighbours -------------------------------------------------------------------
+    def neighbours_attrs(self, layer: int) -> dict | None:
+        """How the stored kNN graph of ``layer`` was built (pooling, method, k, ...), or None when there is none."""
+        return None if (group := self.neighbours_group(layer)) is None else dict(group.attrs)
+
+    def neighbours(self, query: "int | np.ndarray", k: int = 20, layer: int | None = None,
+                   pooling: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` examples most cosine-similar to ``query`` (a row, itself left out, or a vector: ``centroid``) in
+        ``layer`` (default: the last): (row ids, similarities), best first; the stored graph or exact (``knn.py``)."""
+        return knn.neighbours(self, query, k, layer, pooling)
+
+    def centroid(self, rows: np.ndarray, layer: int | None = None, pooling: str | None = None) -> np.ndarray:
+        """The mean direction of ``rows`` in ``layer`` (their unit vectors' mean): the query "examples like these"."""
+        return knn.centroid(self, rows, layer, pooling)
+
+    def neighbours_group(self, layer: int) -> "zarr.Group | None":
+        """The stored kNN graph of ``layer`` (arrays ``ids``, ``sims``), or None."""
+        key = posixpath.join(schema.NEIGHBOURS_GROUP, schema.layer_key(layer))
+        with self.run._meta(f"{self.path}/{key}"):
+            return self.group[key] if key in self.group else None

@@ -11,6 +11,8 @@ A run directory holds a Zarr v3 group ``store.zarr`` and the checkpoint weights 
           hidden_cls, hidden_mean      [layers + 1, n, hidden] float16 (embeddings output is layer 0)
           logits [n, C], loss, pred, gold_prob, length [n]
           projection/<method>/layer_<k>   [n, 2] float32
+          neighbours/layer_<k>/{ids,sims}  cosine kNN graph of that layer's pooled hidden states: [n, K] int32 row
+                                       ids and [n, K] float16 similarities, best first, the row itself left out
           head_importance, head_importance_raw   [layers, heads] float32
           attention                    [layers, heads, m, m] float32 (mean attention over a sample)
         crossfit/{probs,fold}          optional (`t3vis crossfit`): out-of-sample probabilities [n, C] float32
@@ -54,6 +56,10 @@ REQUIRED_ROOT_ATTRS = ("schema_version", "name", "label_names", "model", "datase
 REQUIRED_MODEL_ATTRS = ("name_or_path", "model_type", "num_layers", "num_heads", "hidden_size")
 REQUIRED_COLUMNS = ("id", "text", "label", "split")
 SPLITS = ("train", "validation")
+#: Tasks a run can be recorded for (root attr ``task``; ``t3vis.tasks.TASKS`` implements each). Runs written
+#: before tasks existed have no ``task`` attr and are sequence classification.
+TASKS = ("sequence_classification",)
+DEFAULT_TASK = "sequence_classification"
 
 #: Column attribute ``kind`` values: how views should treat a column.
 KINDS = ("id", "text", "string", "categorical", "continuous", "flag")
@@ -85,6 +91,9 @@ CHECKPOINT_ARRAYS = {
 EXTRACTED_ARRAYS = ("hidden_cls", "hidden_mean", "logits", "loss", "pred", "gold_prob", "length")
 POOLINGS = ("cls", "mean")
 PROJECTION_METHODS = ("umap", "tsne", "pca")
+#: A checkpoint's kNN graph of one layer (``pipelines/neighbours.py``): array name -> dtype, each ``[n, K]``.
+NEIGHBOURS_GROUP = "neighbours"
+NEIGHBOURS_ARRAYS = {"ids": np.int32, "sims": np.float16}
 
 
 def default_chunks(name: str, shape: tuple[int, ...], chunk_rows: int = CHUNK_ROWS) -> tuple[int, ...]:

@@ -228,6 +228,8 @@ def _check_schema(run, loc: Location) -> list[Problem]:
     for key in schema.REQUIRED_MODEL_ATTRS:
         if key not in model:
             add("zarr.json", f"model attribute '{key}' missing")
+    if attrs.get("task", schema.DEFAULT_TASK) not in schema.TASKS:
+        add("zarr.json", f"task {attrs['task']!r} is not one this version knows ({', '.join(schema.TASKS)})")
     labels = attrs["label_names"]
     if not isinstance(labels, list) or len(labels) < 2:
         add("zarr.json", f"label_names must be a list of at least 2 names, got {labels!r}")
@@ -309,6 +311,8 @@ def _check_schema(run, loc: Location) -> list[Problem]:
                     arr = g[f"projection/{method}/{key}"]
                     if arr.shape != (n, 2):
                         add(f"checkpoints/{name}/projection/{method}/{key}", f"shape {arr.shape}, expected ({n}, 2)")
+        if schema.NEIGHBOURS_GROUP in g:
+            _check_neighbours(g[schema.NEIGHBOURS_GROUP], f"checkpoints/{name}/{schema.NEIGHBOURS_GROUP}", sizes, add)
         if g.attrs.get("complete"):
             for arr_name in schema.EXTRACTED_ARRAYS:
                 if arr_name not in g:
@@ -317,6 +321,33 @@ def _check_schema(run, loc: Location) -> list[Problem]:
         if weights and not loc.exists(weights):
             problems.append(Problem(f"{weights}", f"weights of checkpoint '{name}' missing"))
     return problems
+
+
+def _check_neighbours(g, where: str, sizes: dict, add) -> None:
+    """Each layer's kNN graph: ``ids``/``sims`` of one shape ``[n, K]``, their dtypes, ids naming rows."""
+    n = sizes["n"]
+    for key in g.group_keys():
+        if not key.startswith("layer_") or not key[6:].isdigit() or int(key[6:]) > sizes["L"]:
+            add(f"{where}/{key}", f"expected layer_<k> with k in 0..{sizes['L']}")
+            continue
+        arrays = g[key]
+        shapes = set()
+        for name, dtype in schema.NEIGHBOURS_ARRAYS.items():
+            if name not in arrays:
+                add(f"{where}/{key}/{name}", "missing")
+                continue
+            arr = arrays[name]
+            shapes.add(arr.shape)
+            if len(arr.shape) != 2 or arr.shape[0] != n:
+                add(f"{where}/{key}/{name}", f"shape {arr.shape}, expected ({n}, K)")
+            if np.dtype(arr.dtype) != np.dtype(dtype):
+                add(f"{where}/{key}/{name}", f"dtype {arr.dtype}, expected {np.dtype(dtype)}")
+        if len(shapes) > 1:
+            add(f"{where}/{key}", f"ids and sims differ in shape ({sorted(shapes)})")
+        elif "ids" in arrays and arrays["ids"].size and np.dtype(arrays["ids"].dtype).kind in "iu":
+            ids = _intact(arrays["ids"])
+            if ids is not None and (ids.min() < 0 or ids.max() >= n):
+                add(f"{where}/{key}/ids", f"row ids outside 0..{n - 1}")
 
 
 def _check_crossfit(g, n: int, classes: int, add) -> None:

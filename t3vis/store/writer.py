@@ -116,6 +116,7 @@ class RunWriter:
         model: Mapping[str, Any],
         dataset: Mapping[str, Any],
         name: str | None = None,
+        task: str = schema.DEFAULT_TASK,
         overwrite: bool = False,
         extra_attrs: Mapping[str, Any] | None = None,
         chunk_rows: int = schema.COLUMN_CHUNK_ROWS,
@@ -138,6 +139,8 @@ class RunWriter:
         examples = examples.reset_index(drop=True)
         if "id" not in examples.columns:
             examples.insert(0, "id", np.arange(len(examples), dtype=np.int64))
+        if task not in schema.TASKS:
+            raise StoreError(f"task {task!r}: expected one of {list(schema.TASKS)}")
         labels = examples["label"].to_numpy()
         if len(labels) and (labels.min() < 0 or labels.max() >= len(label_names)):
             raise StoreError(f"examples.label: values must be in 0..{len(label_names) - 1} (label_names)")
@@ -149,6 +152,7 @@ class RunWriter:
             "schema_version": schema.SCHEMA_VERSION,
             "t3vis_version": __version__,
             "name": name or posixpath.basename(loc.root),
+            "task": task,
             "created": _now(),
             "label_names": list(label_names),
             "model": dict(model),

@@ -29,8 +29,8 @@ def get_task(name: str | None = None) -> Task:
 
 
 def task_of(run) -> Task:
-    """The task a run was recorded for (its ``task`` attribute; runs without one are sequence classification)."""
-    return get_task(run.attrs.get("task"))
+    """The task a run was recorded for (``Run.task``; runs without one are sequence classification)."""
+    return get_task(run.task)
 
 
 __all__ = ["DEFAULT_TASK", "TASKS", "SequenceClassification", "Task", "get_task", "task_of", "unit_outputs"]

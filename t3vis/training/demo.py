@@ -90,7 +90,6 @@ def train_run(path, dataset, *, model_path, config: TrainConfig = TrainConfig(),
     all rows are measured) and write a run at ``path`` (dynamics and checkpoints; ``pipelines.build`` adds the
     rest)."""
     from ..data import align_labels
-    from ..models import load_model
 
     config = config.check()
     progress = progress or quiet
@@ -101,7 +100,8 @@ def train_run(path, dataset, *, model_path, config: TrainConfig = TrainConfig(),
                                 training_args={"loop": "t3vis.training.demo", "config": asdict(config)})
     progress("loading model", 0.0)
     torch.manual_seed(config.seed)  # the new classification head and dropout draw from here
-    model, tokenizer = load_model(model_path, label_names=recorder.dataset.label_names, attn_implementation="sdpa")
+    model, tokenizer = recorder.task.load_model(model_path, label_names=recorder.dataset.label_names,
+                                                attn_implementation="sdpa")
     recorder.start(model, tokenizer)
     fine_tune(model, recorder, config, progress=progress)
     recorder.finish()

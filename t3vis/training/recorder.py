@@ -58,7 +58,7 @@ from ..models.inference import (  # noqa: F401 (fast_bf16, predict_logits, token
 )
 from ..store import RunWriter, schema
 from ..store.location import Location
-from ..tasks import get_task
+from ..tasks import Task, get_task
 
 #: How the dynamics were measured, recorded in the run's ``training`` attrs.
 MEASUREMENT = ("eval mode, no dropout, over all examples (train and validation) at the end of each epoch, batched "
@@ -105,11 +105,11 @@ def as_text_dataset(examples: Any, *, label_names: Sequence[str] | None = None, 
 
 
 # ------------------------------------------------------------------------------------------------ dynamics
-def dynamics_from_logits(logits: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-    """The task's per-example arrays of one epoch (gold-label probability, prediction, loss, margin) from
-    ``logits [n, C]``, by :func:`t3vis.tasks.unit_outputs` (margin: p(gold) - max p(other), AUM on probabilities).
+def dynamics_from_logits(logits: np.ndarray, labels: np.ndarray, task: Task | None = None) -> dict[str, np.ndarray]:
+    """The task's per-unit arrays of one epoch (gold-label probability, prediction, loss, margin) from
+    ``logits [n, C]``, by the task's ``outputs`` (margin: p(gold) - max p(other), AUM on probabilities).
     """
-    task = get_task()
+    task = task or get_task()
     outputs = task.outputs(logits, labels)
     return {name: outputs[name] for name in task.unit_arrays}
 
@@ -193,7 +193,7 @@ class DynamicsRecorder:
     def __init__(self, run_dir, examples, *, label_names: Sequence[str] | None = None, text_column: str = "text",
                  label_column: str = "label", max_length: int | None = None, batch_size: int = 64,
                  bf16: bool | None = None, overwrite: bool = False, name: str | None = None,
-                 training_args: Mapping[str, Any] | None = None):
+                 training_args: Mapping[str, Any] | None = None, task: str | None = None):
         self.loc = Location.of(str(run_dir))
         if self.loc.exists(schema.STORE_DIR) and not overwrite:
             raise RunExistsError(f"{self.loc.url}: already holds a run; pass overwrite=True (CLI: --overwrite) "
@@ -205,6 +205,7 @@ class DynamicsRecorder:
         self.max_length, self.batch_size, self.bf16 = max_length, int(batch_size), bf16
         self.overwrite, self.name = overwrite, name
         self.training_args = dict(training_args or {})
+        self.task = get_task(task)
         self.writer: RunWriter | None = None
         self.tokenizer = None
         self.history: list[dict[str, Any]] = []
@@ -259,7 +260,7 @@ class DynamicsRecorder:
         examples[length_column] = np.fromiter(map(len, self._token_ids), np.int32, len(self._token_ids))
         self.writer = RunWriter.create(
             self.loc, examples=examples, label_names=self.dataset.label_names,
-            model=model_info(model, tokenizer), dataset=self.dataset.describe(), name=self.name,
+            model=model_info(model, tokenizer), dataset=self.dataset.describe(), name=self.name, task=self.task.name,
             overwrite=self.overwrite, extra_attrs={"training": self._training_attrs("running")})
         self._save_checkpoint(model, 0, step)
         return self.writer
@@ -272,7 +273,7 @@ class DynamicsRecorder:
         rows = np.asarray(rows, np.int64)
         if len(rows) != len(logits):
             raise TrainingError(f"record_batch: {len(rows)} rows but logits for {len(logits)}")
-        self._passes.add(rows, dynamics_from_logits(logits, self.labels[rows]))
+        self._passes.add(rows, dynamics_from_logits(logits, self.labels[rows], self.task))
 
     def on_epoch_end(self, model: torch.nn.Module, *, epoch: int | None = None, step: int = 0,
                      on_batch=None) -> dict[str, float]:
@@ -288,7 +289,7 @@ class DynamicsRecorder:
                                 batch_size=self.batch_size, bf16=bool(self.bf16), on_batch=on_batch)
         if not np.isfinite(logits).all():
             self.fail(f"epoch {epoch}: the model's outputs are NaN/inf (training diverged)")
-        dynamics = dynamics_from_logits(logits, self.labels)
+        dynamics = dynamics_from_logits(logits, self.labels, self.task)
         passes, self._passes = self._passes, TrainingPasses(len(self.labels))
         seen = int((passes.count[self.split == "train"] > 0).sum())
         train = passes.means() if passes.count.any() else {}
