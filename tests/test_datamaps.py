@@ -74,9 +74,24 @@ def test_every_score_matches_its_definition_computed_by_hand():
             else:
                 assert cols[column][i] == pytest.approx(value, abs=1e-6), (column, i)
     assert np.isnan(cols["train_aum_score"][:5]).all() and not np.isnan(cols["train_aum_score"][5:]).any()
+    # aum_ensemble: the mean of the two AUMs' percentile ranks (ties at their mean rank) among rows that have both
+    both = [i for i in range(40) if not math.isnan(cols["train_aum_score"][i] + cols["aum_score"][i])]
+
+    def percentile(column, i):
+        values = [float(cols[column][j]) for j in both]
+        below = sum(v < float(cols[column][i]) for v in values)
+        equal = sum(v == float(cols[column][i]) for v in values)
+        return (below + (equal + 1) / 2) / len(values)
+
+    for i in range(40):
+        if i in both:
+            expect = (percentile("train_aum_score", i) + percentile("aum_score", i)) / 2
+            assert cols["aum_ensemble_score"][i] == pytest.approx(expect, abs=1e-6), i
+        else:
+            assert math.isnan(cols["aum_ensemble_score"][i]), i
     # the one score is the default, bit for bit; every score states its range and direction
-    assert datamaps.DEFAULT_SCORE == "train_aum"
-    np.testing.assert_array_equal(cols[MISLABEL_COLUMN], cols["train_aum_score"])
+    assert datamaps.DEFAULT_SCORE == "aum_ensemble"
+    np.testing.assert_array_equal(cols[MISLABEL_COLUMN], cols["aum_ensemble_score"])
     for score in SCORES.values():
         assert "higher = more likely mislabeled" in score.description and "Range" in score.description
         finite = cols[score.column][np.isfinite(cols[score.column])]
@@ -86,7 +101,7 @@ def test_every_score_matches_its_definition_computed_by_hand():
 def test_runs_without_in_training_dynamics_fall_back_and_say_which_score():
     dyn = Dyn(train=False)
     cols = datamap_columns(dyn, np.zeros(40, int))
-    assert "train_aum_score" not in cols
+    assert "train_aum_score" not in cols and "aum_ensemble_score" not in cols
     np.testing.assert_array_equal(cols[MISLABEL_COLUMN], cols["aum_score"])
     assert default_score({"gold_prob": 1}).name == "confidence"
     with pytest.raises(ValueError, match="no mislabel score"):
@@ -99,7 +114,7 @@ def test_a_new_score_joins_under_its_own_name(monkeypatch):
                                  ("gold_prob",), lambda gold_prob: 1 - gold_prob[-1]))
     cols = datamap_columns(Dyn(), np.zeros(40, int))
     np.testing.assert_allclose(cols["crossfit_score"], 1 - Dyn().gold_prob[-1], rtol=1e-6)
-    np.testing.assert_array_equal(cols[MISLABEL_COLUMN], cols["train_aum_score"])  # the default is unchanged
+    np.testing.assert_array_equal(cols[MISLABEL_COLUMN], cols["aum_ensemble_score"])  # the default is unchanged
 
 
 def test_detection_metrics():
@@ -158,7 +173,7 @@ def test_the_explorer_table_shows_the_library_score(run):
     library = run_data_map(run, split=None)
     for column in ("confidence", "variability", "correctness", MISLABEL_COLUMN, "aum_score", "train_aum_score"):
         np.testing.assert_array_equal(data.values(column), library[column].to_numpy())
-    assert data.attributes[MISLABEL_COLUMN].description.startswith("mislabel_score = train_aum_score: ")
+    assert data.attributes[MISLABEL_COLUMN].description.startswith("mislabel_score = aum_ensemble_score: ")
     assert "recorded training dynamics" in data.attributes[MISLABEL_COLUMN].description
     np.testing.assert_array_equal(data.values("prediction"), library["prediction"].to_numpy())
 

@@ -29,7 +29,7 @@ def test_table_rows_come_from_the_recorded_dynamics_and_say_so(small_run):
                                   MISLABEL_COLUMN, "split"]
     assert table.titles == {c: c for c in page.columns}  # headers are the names the CSV and `t3vis export` use
     tips = {c: html.unescape(tip) for c, tip in table.header_tooltips.items()}  # Tabulator renders them as HTML
-    assert tips[MISLABEL_COLUMN].startswith("mislabel_score = train_aum_score: minus the area under the margin")
+    assert tips[MISLABEL_COLUMN].startswith("mislabel_score = aum_ensemble_score: the mean of two percentile ranks")
     assert "higher = more likely mislabeled" in tips[MISLABEL_COLUMN]
     for column in ("prediction", "confidence", "variability", "correctness", MISLABEL_COLUMN):
         assert tips[column].endswith("Source: the recorded training dynamics."), column
@@ -46,8 +46,8 @@ def test_colour_scale_of_the_score_shows_its_definition(small_run):
     e = rendered(runs_dir=small_run.parent, run_name=small_run.name)
     e.state.color_by = MISLABEL_COLUMN
     legend = str(e.projection._legend.object)
-    assert "<b>mislabel score</b>" in legend and "mislabel_score = train_aum_score" in legend
-    assert "higher = more likely mislabeled" in legend and "Range -1 to 1" in legend
+    assert "<b>mislabel score</b>" in legend and "mislabel_score = aum_ensemble_score" in legend
+    assert "higher = more likely mislabeled" in legend and "Range 0 to 1" in legend
     e.state.color_by = "label"
     assert "higher = more likely" not in str(e.projection._legend.object)
 

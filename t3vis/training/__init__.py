@@ -4,19 +4,18 @@ a run store, and the demo / ``t3vis train`` fine-tuning loop (``pipelines.build`
 The Trainer callback imports ``transformers.TrainerCallback``; it is loaded on first use.
 """
 
-from .recorder import MEASUREMENT, DynamicsRecorder, dynamics_from_logits, fast_bf16, predict_logits
+import importlib
 
-__all__ = ["MEASUREMENT", "DynamicsRecorder", "T3VisCallback", "TrainConfig", "dynamics_from_logits",
-           "fast_bf16", "predict_logits", "train_demo", "train_run"]
+#: Public name -> the module that defines it; loaded on first use, so the CLI can register its subcommands without
+#: importing torch (``t3vis --help``).
+_EXPORTS = {"MEASUREMENT": "recorder", "DynamicsRecorder": "recorder", "dynamics_from_logits": "recorder",
+            "fast_bf16": "recorder", "predict_logits": "recorder", "T3VisCallback": "callback",
+            "TrainConfig": "config", "train_demo": "demo", "train_run": "demo"}
+
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name):
-    if name == "T3VisCallback":
-        from .callback import T3VisCallback
-
-        return T3VisCallback
-    if name in ("TrainConfig", "train_demo", "train_run"):
-        from . import demo
-
-        return getattr(demo, name)
-    raise AttributeError(name)
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,7 +7,7 @@ import argparse
 import time
 
 from .. import argtypes
-from .demo import TrainConfig
+from .config import TrainConfig
 
 
 class ProgressBar:
@@ -175,7 +175,7 @@ def cmd_crossfit(args) -> int:
 
 def register_crossfit(subparsers) -> None:
     """Add ``crossfit`` to the CLI's subparsers."""
-    from .crossfit import ROWS
+    from .config import ROWS
 
     p = subparsers.add_parser(
         "crossfit", help="out-of-sample mislabel scores: K-fold cross-fit + cleanlab (costs K trainings)",

@@ -26,13 +26,11 @@ import numpy as np
 import torch
 
 from ..errors import ModelError, RunExistsError, TrainingError
+from .config import ROWS
 from .demo import Progress, TrainConfig, fine_tune, quiet, saved_label_names
 from ..models.inference import fast_bf16, model_device, pad_token_id, predict_logits, tokenize
 from ..tasks import unit_outputs
 from .recorder import parameters_finite
-
-#: Which rows are cross-fitted: the training split (where mislabels are searched, as for the data map) or all.
-ROWS = ("train", "all")
 
 
 # ------------------------------------------------------------------------------------------------ folds

@@ -10,7 +10,7 @@ with dynamic padding, bf16 autocast where the CPU has fast bf16), and it records
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import TrainingError
+from .config import TrainConfig
 from ..models.inference import fast_bf16, model_device, pad_ids, pad_token_id
 from .recorder import DynamicsRecorder, autocast
 
@@ -27,34 +28,6 @@ Progress = Callable[[str, float], None]
 #: Relative cost of a token in a training step vs in an eval-mode measurement (forward + backward + optimizer
 #: vs forward; measured on the demo, bf16 on 2 cores): weights the progress fraction so the ETA is honest.
 TRAIN_TOKEN_COST = 5.0
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Fine-tuning settings; the defaults are the demo's (MiniLM-L6 on BBC News, see benchmarks/RESULTS.md).
-
-    ``max_length`` 96: a BBC article's title and lead paragraph decide its topic; 128 tokens reached the same
-    accuracy and flip recall at ~1.3x the training time.
-    """
-
-    epochs: int = 3
-    batch_size: int = 16
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.1
-    max_grad_norm: float = 1.0
-    max_length: int = 96
-    seed: int = 0
-    #: bf16 autocast for training and measurement; None: only where the hardware is fast at it.
-    bf16: bool | None = None
-
-    def check(self) -> "TrainConfig":
-        for key in ("epochs", "batch_size", "max_length"):
-            if int(getattr(self, key)) < 1:
-                raise TrainingError(f"{key}={getattr(self, key)!r}: expected a positive integer")
-        if not self.learning_rate > 0:
-            raise TrainingError(f"learning_rate={self.learning_rate!r}: expected a positive number")
-        return self
 
 
 def quiet(stage: str, fraction: float) -> None:
