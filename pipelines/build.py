@@ -13,7 +13,7 @@ from t3vis.training.demo import Progress, TrainConfig, quiet, train_demo, train_
 #: Share of the whole job's time spent in the pipelines after training (weights the progress fraction).
 PIPELINE_SHARE = 0.3
 #: Pipeline steps, in order, with the fraction of the pipeline time each one ends at.
-PIPELINE_STEPS = {"extract": 0.55, "importance": 0.75, "project": 1.0}
+PIPELINE_STEPS = {"extract": 0.55, "importance": 0.75, "project": 0.95, "neighbours": 1.0}
 
 
 def run_pipelines(path, progress: Progress = quiet) -> dict:

@@ -1,4 +1,5 @@
-"""CLI subcommands ``extract``, ``importance``, ``project`` and ``pipeline``; ``register(subparsers)`` adds them."""
+"""CLI subcommands ``extract``, ``importance``, ``project``, ``neighbours`` and ``pipeline``; ``register(subparsers)``
+adds them."""
 
 from __future__ import annotations
 
@@ -70,6 +71,20 @@ def _project_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=argtypes.non_negative_int, default=0)
 
 
+def _neighbours_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("neighbours")
+    g.add_argument("--neighbours-k", type=argtypes.positive_int, default=None,
+                   help="neighbours stored per example (default 32)")
+
+
+def _neighbour_layer_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("layers")
+    g.add_argument("--layer", action="append", type=argtypes.non_negative_int, dest="layers",
+                   help="layer to index (repeat; default: the layers `project` uses, the middle and the last)")
+    g.add_argument("--pooling", choices=list(schema.POOLINGS),
+                   help="hidden-state pooling (default: as `project`: cls for encoders, mean for decoders)")
+
+
 def _options(args, step: str) -> dict:
     if step == "extract":
         return {"dtype": args.dtype, "device": args.device, "max_length": args.max_length,
@@ -77,6 +92,8 @@ def _options(args, step: str) -> dict:
     if step == "importance":
         return {"dtype": args.dtype, "device": args.device, "max_length": args.max_length, "sample": args.sample,
                 "attention_size": args.attention_size, "batch_size": args.importance_batch_size}
+    if step == "neighbours":
+        return {"layers": args.layers, "pooling": args.pooling, "k": args.neighbours_k}
     return {"methods": tuple(args.methods or ("umap",)), "layers": args.layers, "pooling": args.pooling,
             "aligned": not args.independent, "seed": args.seed}
 
@@ -120,8 +137,11 @@ def register(subparsers) -> None:
         ("importance", ("importance",), "head importance (Michel et al. 2019) and mean attention per head",
          [_model_args, _importance_args]),
         ("project", ("project",), "2-D projections (UMAP/t-SNE/PCA) aligned across checkpoints", [_project_args]),
-        ("pipeline", ("extract", "importance", "project"), "all steps: extract, importance, project",
-         [_model_args, _extract_args, _importance_args, _project_args]),
+        ("neighbours", ("neighbours",), "cosine kNN graph of the projected layers' hidden states (similar examples)",
+         [_neighbour_layer_args, _neighbours_args]),
+        ("pipeline", ("extract", "importance", "project", "neighbours"),
+         "all steps: extract, importance, project, neighbours",
+         [_model_args, _extract_args, _importance_args, _project_args, _neighbours_args]),
     ]
     for name, steps, help_text, groups in specs:
         p = subparsers.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ". "

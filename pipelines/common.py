@@ -100,3 +100,26 @@ def _column_rows(url: str, created: str, column: str):
 def read_rows(url: str, column: str, rows: slice) -> np.ndarray:
     """Rows ``rows`` of an example column, reading whole stored chunks once per worker."""
     return _column_rows(url, str(Run(url).attrs.get("created")), column)(rows)
+
+
+def default_layers(num_layers: int) -> list[int]:
+    """The middle and the last layer (0 is the embedding output)."""
+    return sorted({max(1, num_layers // 2), num_layers})
+
+
+def hidden_inputs(run, names: list[str], layers: list[int] | None, pooling: str | None) -> tuple[list[int], str]:
+    """The layers (default: ``default_layers``) and pooling (default: the model type's) that ``project`` and
+    ``neighbours`` read, checked against the run: every layer exists, every checkpoint has that hidden state."""
+    from t3vis.models.inference import default_pooling
+
+    layers = list(layers) if layers else default_layers(run.num_layers)
+    for layer in layers:
+        if not 0 <= layer <= run.num_layers:
+            raise StoreError(f"layer {layer}: expected 0..{run.num_layers} (0 is the embedding output)")
+    pooling = pooling or default_pooling(run.model.get("model_type", ""))
+    if pooling not in schema.POOLINGS:
+        raise StoreError(f"pooling {pooling!r}: expected one of {schema.POOLINGS}")
+    not_extracted = [n for n in names if not run.checkpoint(n).has(f"hidden_{pooling}")]
+    if not_extracted:
+        raise StoreError(f"checkpoint(s) {not_extracted}: no hidden_{pooling} yet; run `t3vis extract` first")
+    return layers, pooling

@@ -17,7 +17,7 @@ from t3vis.errors import StoreError
 from t3vis.store import schema
 
 from .cluster import gather, limit_threads
-from .common import open_run, select_checkpoints, store_errors
+from .common import hidden_inputs, open_run, select_checkpoints, store_errors
 
 
 @dataclass(frozen=True)
@@ -34,11 +34,6 @@ class ProjectTask:
 
 def unit_of(checkpoint: str, method: str, layer: int) -> str:
     return f"checkpoints/{checkpoint}/projection/{method}/{schema.layer_key(layer)}"
-
-
-def default_layers(num_layers: int) -> list[int]:
-    """The middle and the last layer (0 is the embedding output)."""
-    return sorted({max(1, num_layers // 2), num_layers})
 
 
 def project_checkpoint(task: ProjectTask, previous: np.ndarray | None = None) -> np.ndarray:
@@ -65,23 +60,13 @@ def run_project(client, url: str, *, checkpoints: list[str] | None = None, metho
                 progress: bool = True) -> dict:
     """Project the chosen layers of every checkpoint with each method, aligned along training order."""
     from t3vis.analysis.projection import METHODS
-    from t3vis.models.inference import default_pooling
 
     run, writer = open_run(url)
     names = select_checkpoints(run, checkpoints)
     for method in methods:
         if method not in METHODS:
             raise StoreError(f"projection method {method!r}: expected one of {METHODS}")
-    layers = list(layers) if layers else default_layers(run.num_layers)
-    for layer in layers:
-        if not 0 <= layer <= run.num_layers:
-            raise StoreError(f"layer {layer}: expected 0..{run.num_layers} (0 is the embedding output)")
-    pooling = pooling or default_pooling(run.model.get("model_type", ""))
-    if pooling not in schema.POOLINGS:
-        raise StoreError(f"pooling {pooling!r}: expected one of {schema.POOLINGS}")
-    not_extracted = [n for n in names if not run.checkpoint(n).has(f"hidden_{pooling}")]
-    if not_extracted:
-        raise StoreError(f"checkpoint(s) {not_extracted}: no hidden_{pooling} yet; run `t3vis extract` first")
+    layers, pooling = hidden_inputs(run, names, layers, pooling)
     summary = {"pooling": pooling, "layers": layers, "methods": list(methods), "done": 0, "skipped": 0}
     futures = []
     for method in methods:

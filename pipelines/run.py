@@ -1,6 +1,7 @@
 """``run_pipeline``: every step, in order, on one cluster (a LocalCluster or an existing scheduler).
 
-Extraction comes first (projections read its hidden states); importance and projection follow. Each step skips
+Extraction comes first (projections and neighbour graphs read its hidden states); importance, projection and the
+neighbour graphs follow. Each step skips
 what is already done, so the same call resumes a killed run and is a no-op on a finished one.
 """
 
@@ -15,22 +16,24 @@ from t3vis.store import schema
 from .cluster import DEFAULT_TIMEOUT, check_workers_see, dask_client
 from .extract import run_extract
 from .importance import run_importance
+from .neighbours import run_neighbours
 from .project import run_project
 
-STEPS = ("extract", "importance", "project")
+STEPS = ("extract", "importance", "project", "neighbours")
 
 
 def run_steps(client, url: str, steps=STEPS, *, checkpoints: list[str] | None = None, extract: dict | None = None,
-              importance: dict | None = None, project: dict | None = None, progress: bool = True,
-              echo: Callable[[str], None] | None = None) -> dict:
-    """Run ``steps`` on ``client``; ``extract``/``importance``/``project`` hold each step's keyword options."""
+              importance: dict | None = None, project: dict | None = None, neighbours: dict | None = None,
+              progress: bool = True, echo: Callable[[str], None] | None = None) -> dict:
+    """Run ``steps`` on ``client``; ``extract``/``importance``/``project``/``neighbours`` hold each step's keyword
+    options."""
     echo = echo or (lambda msg: print(msg, file=sys.stderr))
     unknown = [s for s in steps if s not in STEPS]
     if unknown:
         raise ValueError(f"unknown step(s) {unknown}; expected some of {STEPS}")
     check_workers_see(client, url, schema.ROOT_METADATA)
     runners = {"extract": (run_extract, extract), "importance": (run_importance, importance),
-               "project": (run_project, project)}
+               "project": (run_project, project), "neighbours": (run_neighbours, neighbours)}
     summary = {}
     started = time.perf_counter()
     for step in STEPS:

@@ -35,3 +35,7 @@ class TrainingError(T3VisError):
 
 class PipelineError(T3VisError):
     """A preprocessing pipeline cannot run (unreachable scheduler, missing checkpoint, unwritable store)."""
+
+
+class QueryError(T3VisError):
+    """A search query is empty or is not a valid pattern."""

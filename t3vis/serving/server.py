@@ -69,6 +69,25 @@ def _text_key(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
+def _window(jobs: Iterable[tuple[np.ndarray, Callable]], cancel: threading.Event | None = None):
+    """Run ``(rows, call)`` jobs in the pool; yield ``(rows, future)`` in order, at most `WORKERS` running at once.
+
+    A bounded window (rather than submitting everything) lets interactive calls from other sessions slip in
+    between the batches of a long job, and makes ``cancel`` real: once it is set no further job starts, and
+    jobs still queued behind other work are withdrawn; only those already running finish.
+    """
+    in_flight: deque = deque()
+    for rows, call in jobs:
+        if cancel is not None and cancel.is_set():
+            break
+        in_flight.append((rows, submit(call)))
+        if len(in_flight) >= workers.WORKERS:
+            yield in_flight.popleft()
+    for rows, future in in_flight:
+        if not (cancel is not None and cancel.is_set() and future.cancel()):
+            yield rows, future
+
+
 class ModelServer:
     """One loaded checkpoint shared by every session of the process; every call names the heads it prunes.
 
@@ -215,17 +234,7 @@ class ModelServer:
         return keys, cached, batches
 
     def _schedule(self, batches, pruned: Pruned):
-        """Yield ``(rows, future)`` in order, with at most `WORKERS` batches running at once.
-
-        A bounded window (rather than submitting everything) lets interactive calls from other sessions slip in
-        between the batches of a long job.
-        """
-        in_flight: deque = deque()
-        for rows, ids in batches:
-            in_flight.append((rows, submit(self._predict_rows, ids, pruned)))
-            if len(in_flight) >= workers.WORKERS:
-                yield in_flight.popleft()
-        yield from in_flight
+        return _window((rows, lambda ids=ids: self._predict_rows(ids, pruned)) for rows, ids in batches)
 
     def _store(self, keys, cached: dict, rows: np.ndarray, logits: np.ndarray) -> int:
         with self._cache_lock:
@@ -318,3 +327,64 @@ class ModelServer:
             logits[changed] = fresh.logits
         return batch_prediction(logits, labels), after
 
+    # ------------------------------------------------------------------ saliency of many examples
+    def _saliency_rows(self, encodings: Sequence[Encoding], targets, method: str, pruned: Pruned, options
+                       ) -> list[np.ndarray]:
+        """Relevance ``[T_i]`` of each encoding of one batch for its target (``None``: its predicted class), padded
+        into one pass, under bf16 autocast where fast (grad x input, MiniLM: ~3x faster, r = 0.9998 to float32)."""
+        from ..analysis.saliency import get_method, saliency
+
+        side = getattr(self.tokenizer, "padding_side", "right")
+        ids, mask = pad_ids([e.input_ids[0].tolist() for e in encodings], self._pad, side)
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.batch_autocast else nullcontext()
+        with self._session(pruned, exclusive=get_method(method).exclusive), autocast:
+            if targets is None:
+                with torch.no_grad():
+                    targets = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)
+                                         ).logits.argmax(-1).cpu()
+            scores = saliency(self.model, ids, mask, targets, method=method, **options)
+        width = ids.shape[1]
+        return [scores[i, width - len(e):] if side == "left" else scores[i, :len(e)] for i, e in enumerate(encodings)]
+
+    def _saliency_jobs(self, texts, targets, method, pruned, max_length, batch_size, options):
+        """The encodings of ``texts`` and one ``(rows, call)`` job per batch of similar length."""
+        from ..analysis.saliency import get_method
+
+        options = dict(get_method(method).options if options is None else options)
+        if targets is not None:
+            targets = np.asarray(targets, dtype=np.int64)
+            if targets.shape != (len(texts),):
+                raise T3VisError(f"targets: expected one class per text ({len(texts)}), got shape {targets.shape}")
+        encodings = [self.encode(text, max_length) for text in texts]
+        jobs = [(rows, lambda rows=rows: self._saliency_rows(
+                    [encodings[i] for i in rows], None if targets is None else targets[rows], method, pruned, options))
+                for rows in length_batches([len(e) for e in encodings], batch_size)]
+        return encodings, jobs
+
+    def saliency_many(self, texts: Sequence[str], targets=None, method: str = "grad_x_input", pruned=(), **kwargs
+                      ) -> list[tuple[Encoding, np.ndarray] | None]:
+        """`asaliency_many` for scripts and benchmarks (blocking; never call it on a running event loop)."""
+        return asyncio.run(self.asaliency_many(texts, targets, method, pruned, **kwargs))
+
+    async def asaliency_many(self, texts: Sequence[str], targets=None, method: str = "grad_x_input", pruned=(), *,
+                             max_length: int | None = None, batch_size: int = 8, options=None,
+                             progress: Callable[[int, int], None] | None = None,
+                             cancel: threading.Event | None = None) -> list[tuple[Encoding, np.ndarray] | None]:
+        """``(encoding, relevance [T])`` per text for class ``targets[i]`` (default: the predicted class) by
+        ``method``; ``None`` for texts not reached because ``cancel`` was set. Encoding and batches run in the pool,
+        ``progress(done, total)`` on the loop after each batch; ``options`` default to the method's interactive ones.
+        Gradient methods hold the attribution lock, so batches run one at a time whatever the pool, each short (8
+        texts of 128 tokens: ~0.3 s), and other sessions' calls wait little.
+        """
+        texts, pruned = [str(t) for t in texts], normalize_pruned(pruned)
+        encodings, jobs = await acall(self._saliency_jobs, texts, targets, method, pruned, max_length, batch_size,
+                                      options)
+        out: list = [None] * len(texts)
+        done = 0
+        for rows, future in _window(jobs, cancel):
+            for row, scores in zip(rows.tolist(), await asyncio.wrap_future(future)):
+                out[row] = (encodings[row], scores)
+            done += len(rows)
+            if progress:
+                progress(done, len(texts))
+        return out

@@ -1,7 +1,8 @@
 """Panel/HoloViews views of a run: the explorer app and its parts.
 
 ``state.ExplorerState`` is the one per-session source of truth; views (``projection.ProjectionView``,
-``table.DataTable``, ``filters.FilterPanel``, ``instance.InstanceView``, ``heads.HeadView``) are
+``table.DataTable``, ``filters.FilterPanel``, ``instance.InstanceView``, ``heads.HeadView``,
+``summary.SelectionSummary``) are
 ``pn.viewable.Viewer`` classes built as ``View(state=state)``, reacting through ``@param.depends("state.x",
 watch=True)``, and holding nothing of their own that another view needs. ``data`` (the shared
 read-only column cache) and ``masks`` (brush and filter masks) import without panel. ``text`` is where values

@@ -26,6 +26,7 @@ from .instance import InstanceView
 from .projection import ProjectionView
 from .runs import default_run, is_run, list_runs, resolve_run
 from .state import ExplorerState
+from .summary import SelectionSummary
 from .table import DataTable
 from .text import AlertPane, Markdown, MarkdownPane, code
 
@@ -130,8 +131,12 @@ class Explorer(pn.viewable.Viewer):
         # side by side: a head is clicked in the grid, then a token in the instance view
         self.heads = HeadView(state=self.state)
         self.instance = InstanceView(state=self.state)
+        self.summary = SelectionSummary(state=self.state)
         self.demo = DemoOffer(runs_dir=self.runs_dir, on_done=self._demo_done) if self.runs_dir else None
         self.counts = MarkdownPane("", sizing_mode="stretch_width")
+        # a query that cannot run, said as text (styled as an error); the table keeps the last good search's rows
+        self.search_message = MarkdownPane("", sizing_mode="stretch_width", styles={"color": "#b00020"})
+        self.state.param.watch(lambda e: setattr(self.search_message, "object", e.new), "search_message")
         self._update_counts()
         self._refresh_picker()
         if run is not None:
@@ -205,6 +210,10 @@ class Explorer(pn.viewable.Viewer):
             pmui.Card(select(s.checkpoint), select(s.method), select(s.layer), pmui.Switch.from_param(s.compare),
                       b_controls, title="Projection", sizing_mode="stretch_width", collapsible=True),
             select(s.color_by, label="Colour by"),
+            pmui.Card(pmui.TextInput.from_param(s.search, label="Search text", sizing_mode="stretch_width",
+                                                placeholder='words, "a phrase" (Enter)'),
+                      pn.Row(pmui.Switch.from_param(s.search_regex), pmui.Switch.from_param(s.search_case)),
+                      self.search_message, title="Search", sizing_mode="stretch_width", collapsible=True),
             pmui.Card(self.filters, title="Filters", sizing_mode="stretch_width", collapsible=True),
             pmui.Card(self.counts, clear, MarkdownPane(HELP, styles={"font-size": "12px"}),
                       title="Selection", sizing_mode="stretch_width", collapsible=True),
@@ -214,6 +223,7 @@ class Explorer(pn.viewable.Viewer):
     def main_area(self) -> list:
         model_tab = pn.Row(self.instance, self.heads, sizing_mode="stretch_width")
         tabs = pmui.Tabs(("Examples", self.table), ("Instance and attention heads", model_tab),
+                         ("Selection summary", self.summary),
                          sizing_mode="stretch_width")
         objects = [self.error]
         if self.demo is not None:

@@ -136,6 +136,13 @@ def _isin_small_ints(values: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     return lut[values.astype(np.intp, copy=False) - lo] if lo else lut[values]
 
 
+def rows_mask(rows: np.ndarray, n: int) -> np.ndarray:
+    """The boolean mask of ``n`` rows that is True at ``rows`` (ids, e.g. a text search's matches)."""
+    out = np.zeros(n, dtype=np.bool_)
+    out[np.asarray(rows, dtype=np.int64)] = True
+    return out
+
+
 def combine(filtered: np.ndarray | None, selection: np.ndarray | None) -> np.ndarray | None:
     """The one mask every view shows: filters AND selection; ``None`` when neither is set (all rows)."""
     if filtered is None:

@@ -4,7 +4,9 @@ Each plot is an overlay of three dynamic layers over the shared, read-only colum
 
 - *back*: the filtered examples, dimmed; drawn only while a brush selection exists (so selected points stand out);
 - *front*: the examples in ``state.mask`` (filters AND selection), coloured by ``state.color_by``;
-- *sparse*: when few (filtered) points are in view, the points themselves, with hover showing text and label.
+- *sparse*: when few (filtered) points are in view, the points themselves, with hover showing text and label;
+- *neighbours*: the nearest neighbours shown (``state.neighbours``; in the comparison plot ``neighbours_b``) as
+  marks in their own colour, and the example they are neighbours of as a star.
 
 ``BoundsXY``/``Lasso`` streams on the overlay turn a brush into ``state.select_box``/``select_lasso``
 (``Selection1D`` does not work on rasterized plots); every plot redraws from the one mask in the state.
@@ -16,6 +18,9 @@ selection starts or ends), so the new aggregate is written straight into that la
 (`ScatterPlot.push`). A HoloViews update of the plot would also recompute ranges and options and make Bokeh
 re-walk the whole page's model graph: 3x the aggregation itself, per plot. HoloViews still draws every layer on
 pan, zoom, resize and filter changes, reading the current mask.
+
+Long file: the layers, the direct pushes into their rendered glyphs and the view that arranges the plots share one
+plot object's state; split, each half would reach into the other's.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ SPARSE_POINTS = 1500
 #: Alpha of the filtered-but-unselected points while a selection exists.
 BACK_ALPHA = 0.12
 PLOT_TOOLS = ["box_select", "lasso_select"]
+#: The neighbours' marks: a colour no category palette starts with, outlined to stand out on any raster.
+NEIGHBOUR_COLOR = "#ff00d4"
 CONTINUOUS_CMAP = "viridis"
 DENSITY_CMAP = colorcet.kbc[::-1][40:]
 
@@ -128,9 +135,10 @@ class ScatterPlot:
     the real streams a browser drives (tests call ``box.event(bounds=...)``).
     """
 
-    def __init__(self, state: ExplorerState, spec: PlotSpec, ranges: tuple | None = None):
+    def __init__(self, state: ExplorerState, spec: PlotSpec, ranges: tuple | None = None, which: str = "a"):
         self.state = state
         self.spec = spec
+        self.which = which  # "b": the comparison plot, which marks ``state.neighbours_b``
         data = state.data
         self.color = state.color_by or None
         self.color_checkpoint = state.color_checkpoint(spec)
@@ -315,7 +323,28 @@ class ScatterPlot:
                     active_tools=["box_select", "wheel_zoom"], toolbar="above")
         opts.update(xlim=ranges[0], ylim=ranges[1]) if ranges else opts.update(xlim=self.extent[0],
                                                                                ylim=self.extent[1])
-        return (back_layer * self._front_layer * sparse).opts(**opts)
+        on_neighbours = hv.streams.Params(state, ["neighbours", "neighbours_b"])
+        self._watching.append(on_neighbours)
+        near = hv.DynamicMap(lambda neighbours, neighbours_b: self._neighbour_points(False), streams=[on_neighbours])
+        query = hv.DynamicMap(lambda neighbours, neighbours_b: self._neighbour_points(True), streams=[on_neighbours])
+        near = near.opts(color=NEIGHBOUR_COLOR, size=9, line_color="black", line_width=1, tools=["hover"])
+        query = query.opts(color=NEIGHBOUR_COLOR, marker="star", size=18, line_color="black", line_width=1.5)
+        return (back_layer * self._front_layer * sparse * near * query).opts(**opts)
+
+    def neighbours(self):
+        """The ``Neighbours`` this plot marks: the comparison checkpoint's in plot "b", else the main one's."""
+        return self.state.neighbours_b if self.which == "b" else self.state.neighbours
+
+    def _neighbour_points(self, query: bool) -> hv.Points:
+        """The neighbours' points (``query``: the example they are neighbours of) at this plot's coordinates."""
+        found = self.neighbours()
+        rows = np.zeros(0, dtype=np.int64) if found is None else found.rows
+        sims = np.zeros(0, dtype=np.float32) if found is None else found.sims
+        if query:
+            rows = np.array([] if found is None or found.row is None else [found.row], dtype=np.int64)
+            sims = np.ones(len(rows), dtype=np.float32)
+        frame = pd.DataFrame({"x": self.x[rows], "y": self.y[rows], "row": rows, "similarity": sims})
+        return hv.Points(frame, ["x", "y"], ["row", "similarity"])
 
     def dispose(self) -> None:
         """Stop following the state (a replaced plot must not keep recomputing or hold its frames)."""
@@ -376,7 +405,7 @@ class ProjectionView(pn.viewable.Viewer):
             prev = old.get(w)
             ranges = prev.view_ranges() if prev is not None and prev.spec == spec else None
             try:
-                self.plots[w] = ScatterPlot(state, spec, ranges)
+                self.plots[w] = ScatterPlot(state, spec, ranges, which=w)
             except T3VisError as exc:
                 notes.append(str(exc))
         panels = [self.plots[w].element for w in which if w in self.plots]

@@ -7,12 +7,15 @@ per example); the columns they index are the process-wide read-only ``RunData``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import param
 
 from ..analysis.saliency import METHODS
-from ..errors import StoreError
+from ..errors import QueryError, StoreError
 from ..store import Run
+from ..store.search import Query, parse
 from . import masks
 from .data import CATEGORICAL, CHECKPOINT, PlotSpec, RunData, run_data
 from .text import Markdown
@@ -37,6 +40,12 @@ class ExplorerState(param.Parameterized):
     - ``filters``: ``{attribute: (lo, hi)}`` for continuous ones, ``{attribute: (category, ...)}`` for categorical.
     - ``selection``: boolean mask over all examples from the last brush (box or lasso), ``None`` = no brush.
     - ``example``: the example (row index) chosen in the table, for the instance view.
+    - ``search``: a text query (words, ``"a phrase"``; a regular expression with ``search_regex``; case-sensitive
+      with ``search_case``), ``""`` = none. Its matches narrow ``filtered`` like a filter; a query that cannot
+      run keeps the last good one's matches and says why in ``search_message``.
+    - ``neighbours_of``: a row (or an array of rows: their centroid) whose ``neighbour_k`` most similar examples
+      the table lists and the plots mark (``find_similar``/``clear_neighbours``). Neighbours are not part of
+      ``mask``: they are a list to read, not a narrowing, and compare mode shows a second list (``neighbours_b``).
 
     The attention-head and instance views read and write:
 
@@ -65,11 +74,21 @@ class ExplorerState(param.Parameterized):
     filters = param.Dict(default={}, doc="{attribute: (lo, hi) or (category, ...)}")
     selection = param.Parameter(default=None, doc="Boolean mask of the brushed examples, or None.")
     example = param.Integer(default=None, allow_None=True, doc="Example chosen for the instance view.")
+    search = param.String(default="", doc='Text search: words, "a phrase" or (search_regex) a pattern; "" = none.')
+    search_regex = param.Boolean(default=False, label="Regex", doc="The search query is a regular expression.")
+    search_case = param.Boolean(default=False, label="Match case", doc="The search is case-sensitive.")
 
     head = param.Tuple(default=None, length=2, allow_None=True, doc="(layer, head) chosen in the head view.")
     pruned_heads = param.Parameter(default=(), doc="Tuple of (layer, head) pairs switched off (any length).")
     saliency_method = param.Selector(default=SALIENCY_METHODS[0], objects=SALIENCY_METHODS, check_on_set=False)
     target_class = param.Integer(default=None, allow_None=True, doc="Class saliency explains; None = predicted.")
+    neighbours_of = param.Parameter(default=None, doc="Row whose nearest neighbours are shown, an array of rows "
+                                    "(their centroid's), or None.")
+    neighbour_k = param.Integer(default=20, bounds=(1, 200), label="Neighbours", doc="How many neighbours.")
+    neighbours = param.Parameter(default=None, constant=True, doc="``Neighbours`` in checkpoint/layer, or None.")
+    neighbours_b = param.Parameter(default=None, constant=True, doc="The same query's in checkpoint_b/layer_b "
+                                   "(compare mode), or None.")
+    neighbours_message = param.String(default="", doc="Why neighbours cannot be shown (text); empty when fine.")
 
     filtered = param.Parameter(default=None, constant=True, doc="Rows passing the filters (None = all).")
     mask = param.Parameter(default=None, constant=True, doc="filtered AND selection (None = all rows).")
@@ -80,10 +99,13 @@ class ExplorerState(param.Parameterized):
     n_filtered = param.Integer(default=0, constant=True)
     n_selected = param.Integer(default=0, constant=True)
     message = param.String(default="", doc="Why something cannot be shown (``Markdown``); empty when all is well.")
+    search_message = param.String(default="", doc="Why the search query cannot run (text); empty when it ran.")
 
     def __init__(self, run: "Run | str | None" = None, **params):
         self._data: RunData | None = None
         self._rows: tuple[int, np.ndarray] | None = None
+        self._searched: np.ndarray | None = None  # rows matching the search (None: no search)
+        self._query: Query | None = None
         super().__init__(**params)
         if run is not None:
             self.open(run)
@@ -99,14 +121,18 @@ class ExplorerState(param.Parameterized):
         run = run if isinstance(run, Run) else Run(str(run))
         data = run_data(run)
         self._data = data
+        self._searched, self._query = None, None
         choices = data.projection_choices()
         with param.parameterized.batch_call_watchers(self):
             self.selection = None
             self.filters = {}
             self.example = None
+            self.search = ""
+            self.search_message = ""
             self.head = None
             self.pruned_heads = ()
             self.target_class = None
+            self.neighbours_of = None
             self.run = run
             ckpts = [c for c in data.checkpoints if choices[c]] or list(data.checkpoints)
             for suffix in ("", "_b"):
@@ -212,6 +238,28 @@ class ExplorerState(param.Parameterized):
                 specs[name] = tuple(value)
         return columns, specs
 
+    # ------------------------------------------------------------------ search
+    @property
+    def search_query(self) -> Query | None:
+        """The search whose matches are in the mask (the last query that ran), for highlighting hits."""
+        return self._query
+
+    @param.depends("search", "search_regex", "search_case", watch=True)
+    def _on_search(self) -> None:
+        if self.data is None:
+            return
+        if not self.search.strip():
+            self._searched, self._query, self.search_message = None, None, ""
+        else:
+            try:
+                query = parse(self.search, regex=self.search_regex, case=self.search_case)
+                found = self.data.run.search(query)  # the process-wide run: its text stays cached for all sessions
+            except QueryError as exc:
+                self.search_message = str(exc)
+                return
+            self._searched, self._query, self.search_message = masks.rows_mask(found, self.data.n), query, ""
+        self._update_masks()
+
     # ------------------------------------------------------------------ derived
     @param.depends("filters", watch=True)
     def _on_filters(self) -> None:
@@ -236,6 +284,7 @@ class ExplorerState(param.Parameterized):
         filtered = self.filtered
         if filters_changed:
             filtered = masks.filter_mask(*self.resolved_filters()) if data is not None and self.filters else None
+            filtered = masks.combine(filtered, self._searched)
         mask = masks.combine(filtered, selection)
         with param.parameterized.edit_constant(self), param.parameterized.batch_call_watchers(self):
             self.param.update(
@@ -261,9 +310,61 @@ class ExplorerState(param.Parameterized):
         self._rows = (self.mask_rev, rows)
         return rows
 
+    # ------------------------------------------------------------------ neighbours
+    def find_similar(self, row: int | None = None) -> None:
+        """Show the nearest neighbours of ``row``, or (``None``) of the centroid of the rows in the mask."""
+        self.neighbours_of = int(row) if row is not None else self.rows().copy()
+
+    def clear_neighbours(self) -> None:
+        self.neighbours_of = None
+
+    @param.depends("neighbours_of", "neighbour_k", "checkpoint", "layer", "compare", "checkpoint_b", "layer_b",
+                   watch=True)
+    def _on_neighbours(self) -> None:
+        found, message = {"neighbours": None, "neighbours_b": None}, ""
+        if self.data is not None and self.neighbours_of is not None:
+            try:
+                found["neighbours"] = self._neighbours_in(self.checkpoint, self.layer)
+                if self.compare:
+                    found["neighbours_b"] = self._neighbours_in(self.checkpoint_b, self.layer_b)
+            except StoreError as exc:
+                message = str(exc)
+        with param.parameterized.edit_constant(self):
+            self.param.update(neighbours_message=message, **found)
+
+    def _neighbours_in(self, checkpoint: str | None, layer: int | None) -> "Neighbours | None":
+        if checkpoint is None:
+            return None
+        ckpt = self.run.checkpoint(checkpoint)
+        layer = self.run.num_layers if layer is None else int(layer)
+        of = self.neighbours_of
+        query = int(of) if np.ndim(of) == 0 else ckpt.centroid(of, layer)
+        rows, sims = ckpt.neighbours(query, self.neighbour_k, layer)
+        return Neighbours(int(of) if np.ndim(of) == 0 else None, int(np.size(of)), checkpoint, layer, rows, sims)
+
     def counts_text(self) -> Markdown:
-        return Markdown("**{:,}** selected · {:,} after filters · {:,} examples").format(
-            self.n_selected, self.n_filtered, self.n_total)
+        narrowed = Markdown("after filters and search") if self._searched is not None else Markdown("after filters")
+        return Markdown("**{:,}** selected · {:,} {} · {:,} examples").format(
+            self.n_selected, self.n_filtered, narrowed, self.n_total)
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """The nearest neighbours shown: of ``row`` (or, ``row`` None, of the centroid of ``size`` rows), in a checkpoint
+    and layer's hidden space; ``rows`` best first with their cosine ``sims``."""
+
+    row: int | None
+    size: int
+    checkpoint: str
+    layer: int
+    rows: np.ndarray
+    sims: np.ndarray
+
+    def describe(self) -> Markdown:
+        what = (Markdown("row {}").format(self.row) if self.row is not None
+                else Markdown("the centroid of {:,} rows").format(self.size))
+        return Markdown("{} nearest neighbours of {} in {}, layer {} (cosine)").format(
+            len(self.rows), what, self.checkpoint, self.layer)
 
 
 def _missing_message(data: RunData) -> Markdown:

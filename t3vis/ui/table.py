@@ -2,7 +2,8 @@
 
 Tabulator only ever receives one page (``page_size`` rows): handing it millions of rows costs seconds per
 update. Paging and sorting happen here over the mask (``data.page_order`` partitions instead of sorting all
-rows); text is read only for the page. Clicking a row sets ``state.example`` for the instance view.
+rows); text is read only for the page, escaped, with the search's hits marked. Clicking a row sets
+``state.example`` for the instance view.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import pandas as pd
 import panel as pn
 import param
 
-from .data import CATEGORICAL, page_order
+from .data import CATEGORICAL, TEXT_PREVIEW_CHARS, page_order
 from .state import ExplorerState
-from .text import Markdown, MarkdownPane, escape_html
+from .text import HTML_CELLS, Markdown, MarkdownPane, escape_html, marked
 
 #: Columns the table shows, in order: one source per row. With training dynamics every model value comes from them
 #: (``datamaps.datamap_columns``, the names ``t3vis export`` writes); without, from the chosen checkpoint.
@@ -27,6 +28,8 @@ CHECKPOINT_COLUMNS = ("text", "label", "pred", "loss", "split")
 #: At most this many rows go into a CSV export (the file says so when it is cut).
 EXPORT_MAX_ROWS = 1_000_000
 EXPORT_CHUNK_ROWS = 50_000
+#: The buttons column whose click shows a row's nearest neighbours.
+SIMILAR = "similar"
 
 
 class DataTable(pn.viewable.Viewer):
@@ -43,22 +46,29 @@ class DataTable(pn.viewable.Viewer):
         self.table = pn.widgets.Tabulator(
             pd.DataFrame(), pagination=None, disabled=True, selectable=False, show_index=True,
             sizing_mode="stretch_width", height=480, layout="fit_data_table",
-            widths={"text": 420}, sortable={"text": False},
+            widths={"text": 420}, sortable={"text": False}, formatters={"text": HTML_CELLS},
             configuration={"columnDefaults": {"headerTooltip": True}})
         self.table.on_click(self._on_click)
+        self.table.buttons = {SIMILAR: "≈"}  # a column of buttons: its click shows that row's neighbours
         self.table.param.watch(self._on_sorters, "sorters")
         self._prev = pn.widgets.Button(label="◀", width=45, disabled=True)
         self._next = pn.widgets.Button(label="▶", width=45, disabled=True)
         self._prev.on_click(lambda e: self._step(-1))
         self._next.on_click(lambda e: self._step(+1))
         self._info = MarkdownPane("", margin=(5, 10))
+        self._similar = pn.widgets.Button(label="Similar to selection", width=160,
+                                          description="The nearest neighbours of the centroid of the rows shown")
+        self._similar.on_click(lambda e: self.state.find_similar())
+        self._clear_neighbours = pn.widgets.Button(label="Back to selection", width=150, visible=False)
+        self._clear_neighbours.on_click(lambda e: self.state.clear_neighbours())
         self.download = pn.widgets.FileDownload(callback=self.csv, filename="t3vis-selection.csv",
                                                 label="Export CSV", color="primary", width=140)
         self._total = 0
         self.refresh()
 
     def __panel__(self):
-        return pn.Column(pn.Row(self._prev, self._next, self._info, pn.layout.HSpacer(), self.download),
+        return pn.Column(pn.Row(self._prev, self._next, self._info, pn.layout.HSpacer(), self._similar,
+                                self._clear_neighbours, self.download),
                          self.table, sizing_mode="stretch_width")
 
     # ------------------------------------------------------------------ data
@@ -76,6 +86,8 @@ class DataTable(pn.viewable.Viewer):
             return np.zeros(0, dtype=np.int64)
         start = (self.page - 1) * self.page_size
         stop = start + self.page_size
+        if state.neighbours is not None:  # best first
+            return state.neighbours.rows[start:stop]
         if state.mask is None and self.sort_by is None:  # no need to list every row of a 10M run
             return np.arange(start, min(stop, state.n_total), dtype=np.int64)
         rows = state.rows()
@@ -88,9 +100,14 @@ class DataTable(pn.viewable.Viewer):
         data = self.state.data
         if data is None:
             return pd.DataFrame()
-        return data.rows(self.page_rows(), self.columns(), self.state.checkpoint)
+        frame = data.rows(self.page_rows(), self.columns(), self.state.checkpoint, text_chars=None)
+        if "text" in frame:  # every text cell is HTML made by ``marked`` (escaped), search hits in <mark>
+            query = self.state.search_query
+            frame["text"] = [marked(t, query.spans(t) if query else (), TEXT_PREVIEW_CHARS) for t in frame["text"]]
+        return frame
 
-    @param.depends("state.mask_rev", "state.run", watch=True)
+    @param.depends("state.mask_rev", "state.run", "state.neighbours", "state.neighbours_b", "state.neighbours_message",
+                   watch=True)
     def _on_mask(self) -> None:
         if self.page != 1:
             self.page = 1  # triggers refresh
@@ -100,12 +117,14 @@ class DataTable(pn.viewable.Viewer):
     @param.depends("page", "page_size", "sort_by", "ascending", "state.checkpoint", watch=True)
     def refresh(self) -> None:
         state = self.state
-        self._total = state.n_selected if state.data is not None else 0
+        neighbours = state.neighbours
+        self._total = 0 if state.data is None else len(neighbours.rows) if neighbours is not None else state.n_selected
+        self._clear_neighbours.visible = neighbours is not None
         pages = max(1, math.ceil(self._total / self.page_size))
         if self.page > pages:
             self.page = pages
             return
-        frame = self.page_frame()
+        frame = with_similarity(self.page_frame(), neighbours)
         data = state.data
         if data is not None:
             # headers are the column names, as in the CSV export; tooltips say what each is and its source.
@@ -119,6 +138,10 @@ class DataTable(pn.viewable.Viewer):
         info = Markdown("rows {:,}–{:,} of {:,}").format(first, last, self._total)
         if self.sort_by:
             info += Markdown(" · sorted by {} {}").format(self.sort_by, "↑" if self.ascending else "↓")
+        if neighbours is not None:
+            info = neighbours.describe() + Markdown(" · ") + info + _shared(neighbours, state.neighbours_b)
+        elif state.neighbours_message:
+            info += Markdown(" · neighbours: {}").format(state.neighbours_message)
         self._info.object = info
         self._prev.disabled = self.page <= 1
         self._next.disabled = self.page >= pages
@@ -140,6 +163,8 @@ class DataTable(pn.viewable.Viewer):
         if event.row is None or self.table.value is None or not len(self.table.value):
             return
         self.state.example = int(self.table.value.index[event.row])
+        if event.column == SIMILAR:
+            self.state.find_similar(self.state.example)
 
     # ------------------------------------------------------------------ export
     def csv(self) -> io.StringIO:
@@ -162,6 +187,24 @@ class DataTable(pn.viewable.Viewer):
             out.write(f"# cut at {EXPORT_MAX_ROWS:,} of {state.n_selected:,} selected rows\n")
         out.seek(0)
         return out
+
+
+def with_similarity(frame: pd.DataFrame, neighbours) -> pd.DataFrame:
+    """The page with each row's cosine similarity to the neighbours' query, second (rows not among them: none)."""
+    if neighbours is None or frame.empty:
+        return frame
+    sims = pd.Series(neighbours.sims, index=neighbours.rows)
+    frame.insert(0, "similarity", sims.reindex(frame.index).round(4).to_numpy())
+    return frame
+
+
+def _shared(neighbours, other) -> Markdown:
+    """How many of the neighbours the comparison checkpoint also finds (compare mode): how the model's view moved."""
+    if other is None:
+        return Markdown("")
+    shared = len(np.intersect1d(neighbours.rows, other.rows))
+    return Markdown(" · {} of {} also neighbours in {}, layer {}").format(shared, len(neighbours.rows),
+                                                                          other.checkpoint, other.layer)
 
 
 def _decoded(frame: pd.DataFrame, state: ExplorerState) -> pd.DataFrame:

@@ -125,6 +125,29 @@ def code(value) -> Markdown:
     return Markdown(f"{fence} {text} {fence}")
 
 
+#: A Tabulator formatter that renders cells as HTML: only for a column whose every value is ``HTML`` built here
+#: (``marked``); a plain value in such a column would be markup.
+HTML_CELLS = {"type": "html"}
+
+
+def marked(text, spans, limit: int | None = None) -> HTML:
+    """``text`` as HTML with each ``(start, end)`` span (sorted, disjoint: search hits) in ``<mark>``, all of it
+    escaped; cut to ``limit`` characters (with "…"), hits clipped there."""
+    text = str(text)
+    if limit is not None and len(text) > limit:
+        text, tail = text[: limit - 1], "…"
+    else:
+        tail = ""
+    parts, at = [], 0
+    for start, end in spans:
+        start, end = max(start, at), min(end, len(text))
+        if start >= end:
+            continue
+        parts.append(HTML("{}<mark>{}</mark>").format(text[at:start], text[start:end]))
+        at = end
+    return HTML("").join(parts) + text[at:] + tail
+
+
 # ---------------------------------------------------------------------------------------------------- panes
 class _MarkdownText:
     """Renders ``Markdown`` as Markdown and any other object as text."""
