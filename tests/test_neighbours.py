@@ -158,6 +158,9 @@ def test_similar_on_a_table_row_marks_neighbours_in_every_plot(run_path, client)
     run_neighbours(client, run_path, progress=False)
     state = ExplorerState(run_path)
     table, view = DataTable(state=state), ProjectionView(state=state)
+    from bokeh.document import Document
+
+    Document().add_root(view.__panel__().get_root())  # rendered: the marks are glyphs of the Bokeh figures
     row = int(table.table.value.index[3])
     table.table._process_event(CellClickEvent(model=None, column=SIMILAR, row=3))
     expected, sims = state.run.checkpoint(state.checkpoint).neighbours(row, k=20, layer=state.layer)
@@ -168,14 +171,17 @@ def test_similar_on_a_table_row_marks_neighbours_in_every_plot(run_path, client)
     np.testing.assert_allclose(frame["similarity"], np.round(sims, 4))
     for which in ("a", "datamap"):
         plot = view.plots[which]
-        points = plot._neighbour_points(False).data
+        points = plot.neighbour_data(False)
         x, y = state.data.xy(plot.spec)
         np.testing.assert_array_equal(points["row"], expected)
         np.testing.assert_array_equal(points["x"], x[expected])
-        assert list(plot._neighbour_points(True).data["row"]) == [row]
+        assert list(plot.neighbour_data(True)["row"]) == [row]
+        (near, query), = plot._neighbour_glyphs.values()  # what the page draws: one figure, its two glyphs
+        np.testing.assert_array_equal(near.data["row"], expected)
+        assert list(query.data["row"]) == [row]
     state.compare = True  # the same example's neighbours in the other checkpoint, in the right-hand plot
     other, _ = state.run.checkpoint(state.checkpoint_b).neighbours(row, k=20, layer=state.layer_b)
-    np.testing.assert_array_equal(view.plots["b"]._neighbour_points(False).data["row"], other)
+    np.testing.assert_array_equal(view.plots["b"].neighbour_data(False)["row"], other)
     assert "also neighbours in" in str(table._info.object)
     state.selection = np.arange(N) < 30
     state.find_similar()  # the centroid of the selection
@@ -183,5 +189,6 @@ def test_similar_on_a_table_row_marks_neighbours_in_every_plot(run_path, client)
     np.testing.assert_array_equal(state.neighbours.rows,
                                   state.run.checkpoint(state.checkpoint).neighbours(centroid, layer=state.layer)[0])
     state.clear_neighbours()
-    assert state.neighbours is None and len(view.plots["a"]._neighbour_points(False).data) == 0
+    assert state.neighbours is None and len(view.plots["a"].neighbour_data(False)["row"]) == 0
+    assert all(len(near.data["row"]) == 0 for near, _ in view.plots["a"]._neighbour_glyphs.values())
     assert len(table.table.value) == min(table.page_size, 30)

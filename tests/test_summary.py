@@ -29,7 +29,7 @@ from t3vis.models import load_checkpoint
 from t3vis.serving import WORKERS, ModelServer, server_for_checkpoint
 from t3vis.store import Run, RunWriter
 from t3vis.ui.state import ExplorerState
-from t3vis.ui.summary import SelectionSummary, confusion_html, example_words, words_html
+from t3vis.ui.summary import SelectionSummary, confusion_html, example_words, fractions, words_html
 from tests.fixtures import make_tiny_run
 
 torch.set_num_threads(1)
@@ -149,13 +149,17 @@ def test_the_view_counts_and_bins_the_selection_against_the_run(small_run):  # n
     assert "{:,} of {:,}".format(state.n_selected, state.n_total) in view._header.object
     (score, loss) = view._plots.objects
     for pane, column in ((score, MISLABEL_COLUMN), (loss, "loss")):
-        whole, picked = pane.object.values()
+        hist = view.histograms[column]
         values = data.values(column, state.checkpoint)[rows]
         values = values[np.isfinite(values)]
-        edges = whole.edges
+        edges = hist.edges
         want = np.histogram(values, bins=len(edges) - 1, range=(edges[0], edges[-1]))[0] / len(values)
-        np.testing.assert_allclose(picked.dimension_values("fraction"), want, atol=1e-12)
-        assert whole.dimension_values("fraction").sum() == pytest.approx(1.0)
+        np.testing.assert_allclose(fractions(hist.selected), want, atol=1e-12)
+        assert fractions(hist.whole).sum() == pytest.approx(1.0)
+        # the bars drawn are those fractions, one per bin, as text-safe HTML
+        markup = str(pane.object)
+        assert markup.count("of the selection") == len(edges) - 1 and "<script" not in markup
+        assert "{:.1%} of the selection".format(want.max()) in markup
     state.clear_filters()
     state.clear_selection()
     assert sum(cells(view._confusion.object).values()) == state.n_total
