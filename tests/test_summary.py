@@ -285,3 +285,22 @@ def test_in_the_browser_find_words_then_click_one_to_search(tiny_run, serve, chr
     assert state.search == word and 0 < state.n_selected < state.n_total
     expect(page.get_by_text(f"{state.n_selected:,} of {state.n_total:,} examples", exact=False)).to_be_visible()
     expect(page.get_by_text("earlier selection", exact=False)).to_be_visible()
+
+
+def test_off_screen_the_summary_waits_and_catches_up_when_shown(small_run):  # noqa: F811
+    """A brush costs the summary nothing while its tab is closed; opening the tab shows the current selection."""
+    from t3vis.ui.explorer import Explorer
+
+    e = Explorer(runs_dir=small_run.parent, run_name=small_run.name)
+    view, state = e.summary, e.state
+    page = e.__panel__()
+    assert view.shown is False
+    before = str(view._header.object)
+    state.selection = np.random.default_rng(5).random(state.n_total) < 0.3
+    assert str(view._header.object) == before  # not redrawn off screen
+    tabs = next(o for o in page.main if hasattr(o, "active"))  # the page's tabs
+    tabs.active = len(tabs) - 1
+    assert view.shown is True
+    assert "{:,} of {:,}".format(state.n_selected, state.n_total) in str(view._header.object)
+    tabs.active = 0
+    assert view.shown is False

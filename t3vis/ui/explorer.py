@@ -131,7 +131,7 @@ class Explorer(pn.viewable.Viewer):
         # side by side: a head is clicked in the grid, then a token in the instance view
         self.heads = HeadView(state=self.state)
         self.instance = InstanceView(state=self.state)
-        self.summary = SelectionSummary(state=self.state)
+        self.summary = SelectionSummary(state=self.state, shown=False)  # its tab is not the first
         self.demo = DemoOffer(runs_dir=self.runs_dir, on_done=self._demo_done) if self.runs_dir else None
         self.counts = MarkdownPane("", sizing_mode="stretch_width")
         # a query that cannot run, said as text (styled as an error); the table keeps the last good search's rows
@@ -225,6 +225,8 @@ class Explorer(pn.viewable.Viewer):
         tabs = pmui.Tabs(("Examples", self.table), ("Instance and attention heads", model_tab),
                          ("Selection summary", self.summary),
                          sizing_mode="stretch_width")
+        summary_tab = len(tabs) - 1
+        tabs.param.watch(lambda event: setattr(self.summary, "shown", event.new == summary_tab), "active")
         objects = [self.error]
         if self.demo is not None:
             objects.append(self.demo)

@@ -148,6 +148,8 @@ class SelectionSummary(pn.viewable.Viewer):
     state = param.ClassSelector(class_=ExplorerState)
     bins = param.Integer(default=30, bounds=(2, 200), doc="Histogram bins.")
     words = param.List(default=[], doc="The top words shown (WordScore), best first.")
+    shown = param.Boolean(default=True, doc="Whether the summary is on screen (its tab is open). Off screen a "
+                          "brush costs it nothing: it catches up when shown.")
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -159,6 +161,7 @@ class SelectionSummary(pn.viewable.Viewer):
         self._confusion = HTMLPane("", sizing_mode="stretch_width")
         self._plots = pn.Row(sizing_mode="stretch_width")
         self.histograms: dict = {}  # column -> the Histogram drawn (selection against the whole run)
+        self._behind = False  # the mask changed while off screen
         self._explain = pn.widgets.Button(label=f"Find top words (up to {MAX_SAMPLE} examples)", color="primary")
         self._explain.on_click(self._on_explain)
         self._stop = pn.widgets.Button(label="Cancel", visible=False)
@@ -201,6 +204,9 @@ class SelectionSummary(pn.viewable.Viewer):
         state, data = self.state, self.state.data
         self.cancel()
         self._mark_stale()
+        self._behind = not self.shown
+        if self._behind:
+            return
         if data is None:
             self._header.object = Markdown("**Selection summary** · open a run.")
             self._confusion.object, self._plots.objects, self.histograms = "", [], {}
@@ -229,6 +235,11 @@ class SelectionSummary(pn.viewable.Viewer):
                                   lambda: bin_values(data.values(name, state.checkpoint), self.bins))
             self.histograms[name] = compare(binned, state.mask)
             pane.object = histogram_html(self.histograms[name], title)
+
+    @param.depends("shown", watch=True)
+    def _catch_up(self) -> None:
+        if self.shown and self._behind:
+            self.refresh()
 
     def _histogram_columns(self) -> list[tuple[str, str]]:
         data = self.state.data
