@@ -24,26 +24,12 @@ import torch
 
 from t3vis import serving
 from t3vis.analysis.summary import sample_rows, top_words
-from t3vis.data.bbc import load_bbc_news
-from t3vis.models import default_model_path, load_model, model_info, save_model
 from t3vis.models.inference import fast_bf16
 from t3vis.store import Run, RunWriter
 from t3vis.ui.state import ExplorerState
 from t3vis.ui.summary import METHOD, SelectionSummary, example_words
 
-
-def make_run(root: Path, n: int, length: int) -> Path:
-    """BBC News articles, a fresh MiniLM classifier as the checkpoint, its predictions stored as ``pred``."""
-    data = load_bbc_news()
-    frame = data.frame.sample(n=n, random_state=0).reset_index(drop=True)[["text", "label"]]
-    frame["split"] = "validation"
-    model, tokenizer = load_model(default_model_path(), label_names=data.label_names)
-    writer = RunWriter.create(root / "run", examples=frame, label_names=data.label_names,
-                              model=model_info(model, tokenizer), dataset={"name": "bbc", "n": n},
-                              extra_attrs={"training": {"max_length": length}})
-    save_model(model, tokenizer, root / "run" / writer.weights_dir("ckpt"))
-    writer.add_checkpoint("ckpt", step=0, epoch=0, weights=writer.weights_dir("ckpt"))
-    return root / "run"
+from bench_instance import make_run  # noqa: E402  (BBC articles, a fresh MiniLM classifier as the checkpoint)
 
 
 def store_predictions(run: Path, server, texts, labels, length: int) -> None:
