@@ -16,6 +16,7 @@ from t3vis.analysis.neighbours import build_graph, drop_self
 from t3vis.errors import StoreError
 from t3vis.store import Run, RunWriter, knn, schema, validate
 from t3vis.store.synth import synth_run
+from ui_fixtures import chromium, runs_dir, serve  # noqa: F401 (fixtures)
 
 N, LAYER = 400, 6
 
@@ -192,3 +193,39 @@ def test_similar_on_a_table_row_marks_neighbours_in_every_plot(run_path, client)
     assert state.neighbours is None and len(view.plots["a"].neighbour_data(False)["row"]) == 0
     assert all(len(near.data["row"]) == 0 for near, _ in view.plots["a"]._neighbour_glyphs.values())
     assert len(table.table.value) == min(table.page_size, 30)
+
+
+@pytest.mark.browser
+def test_similar_on_a_row_in_the_browser_lists_and_marks_the_neighbours(runs_dir, chromium, serve):  # noqa: F811
+    """A click on a row's "≈" lists its neighbours with their similarity and draws them in the projection."""
+    import re
+
+    from playwright.sync_api import expect
+
+    from t3vis.ui.explorer import Explorer
+
+    sessions: list[Explorer] = []
+
+    def app():
+        sessions.append(Explorer(runs_dir=runs_dir, run_name="small"))
+        return sessions[-1]
+
+    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(serve(app))
+    expect(page.get_by_text(re.compile(r"rows 1–20 of 4,000"))).to_be_visible(timeout=90_000)
+    state = sessions[0].state
+    row = int(sessions[0].table.table.value.index[0])
+    expected, sims = state.run.checkpoint(state.checkpoint).neighbours(row, k=state.neighbour_k, layer=state.layer)
+    page.locator(".tabulator-row").first.get_by_text("≈").click()
+    expect(page.get_by_text(f"{len(expected)} nearest neighbours of row {row}", exact=False)).to_be_visible(
+        timeout=30_000)
+    expect(page.locator(".tabulator-col-title").get_by_text("similarity")).to_be_visible()
+    assert state.example == row
+    # the projection draws them: a Bokeh data source of the page holds exactly those rows, best first
+    drawn = page.evaluate("""() => {
+      for (const doc of Bokeh.documents) for (const model of doc._all_models.values())
+        if (model.type === "ColumnDataSource" && model.data.similarity !== undefined && model.data.row.length > 1)
+          return Array.from(model.data.row);
+      return null;
+    }""")
+    assert drawn == [int(r) for r in expected]
