@@ -16,7 +16,7 @@ from t3vis.analysis.neighbours import build_graph, drop_self
 from t3vis.errors import StoreError
 from t3vis.store import Run, RunWriter, knn, schema, validate
 from t3vis.store.synth import synth_run
-from ui_fixtures import chromium, runs_dir, serve  # noqa: F401 (fixtures)
+from ui_fixtures import chromium, runs_dir, serve, small_page  # noqa: F401 (fixtures)
 
 N, LAYER = 400, 6
 
@@ -196,25 +196,13 @@ def test_similar_on_a_table_row_marks_neighbours_in_every_plot(run_path, client)
 
 
 @pytest.mark.browser
-def test_similar_on_a_row_in_the_browser_lists_and_marks_the_neighbours(runs_dir, chromium, serve):  # noqa: F811
+def test_similar_on_a_row_in_the_browser_lists_and_marks_the_neighbours(small_page):  # noqa: F811
     """A click on a row's "≈" lists its neighbours with their similarity and draws them in the projection."""
-    import re
-
     from playwright.sync_api import expect
 
-    from t3vis.ui.explorer import Explorer
-
-    sessions: list[Explorer] = []
-
-    def app():
-        sessions.append(Explorer(runs_dir=runs_dir, run_name="small"))
-        return sessions[-1]
-
-    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
-    page.goto(serve(app))
-    expect(page.get_by_text(re.compile(r"rows 1–20 of 4,000"))).to_be_visible(timeout=90_000)
-    state = sessions[0].state
-    row = int(sessions[0].table.table.value.index[0])
+    page, explorer = small_page
+    state = explorer.state
+    row = int(explorer.table.table.value.index[0])
     expected, sims = state.run.checkpoint(state.checkpoint).neighbours(row, k=state.neighbour_k, layer=state.layer)
     page.locator(".tabulator-row").first.get_by_text("≈").click()
     expect(page.get_by_text(f"{len(expected)} nearest neighbours of row {row}", exact=False)).to_be_visible(

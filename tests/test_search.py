@@ -257,19 +257,11 @@ def test_the_table_marks_hits_as_text(tmp_path):
 
 # ---------------------------------------------------------------------------------------------------- browser
 @pytest.mark.browser
-def test_typing_a_query_in_the_browser_changes_count_and_table(runs_dir, chromium, serve, tmp_path):
+def test_typing_a_query_in_the_browser_changes_count_and_table(small_page, tmp_path):
     from playwright.sync_api import expect
 
-    sessions: list[Explorer] = []
-
-    def app():
-        sessions.append(Explorer(runs_dir=runs_dir, run_name="small"))
-        return sessions[-1]
-
-    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
-    page.goto(serve(app))
-    expect(page.get_by_text(re.compile(r"rows 1–20 of 4,000"))).to_be_visible(timeout=90_000)
-    state = sessions[0].state
+    page, explorer = small_page
+    state = explorer.state
     expect_n = len(state.data.run.search("market profit"))
     assert 0 < expect_n < SMALL_N  # noqa: F405
     box = page.get_by_label("Search text")

@@ -118,6 +118,27 @@ def chromium():
         b.close()
 
 
+@pytest.fixture
+def small_page(runs_dir, chromium, serve):
+    """``(page, explorer)``: chromium on a served explorer of the run ``small``, its table's first page shown."""
+    import re
+
+    from playwright.sync_api import expect
+
+    from t3vis.ui.explorer import Explorer
+
+    sessions = []
+
+    def app():
+        sessions.append(Explorer(runs_dir=runs_dir, run_name="small"))
+        return sessions[-1]
+
+    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(serve(app))
+    expect(page.get_by_text(re.compile(rf"rows 1–20 of {SMALL_N:,}"))).to_be_visible(timeout=90_000)
+    return page, sessions[0]
+
+
 def dump(obj) -> str:
     return json.dumps(obj, default=str)
 
