@@ -122,6 +122,17 @@ def test_gradient_x_input_under_no_grad_and_restores_training_mode():
     assert scores.abs().sum() > 0
 
 
+def test_gradient_x_input_without_a_target_explains_each_predicted_class():
+    model = tiny("bert", seed=3)
+    ids, mask = batch()
+    with torch.no_grad():
+        predicted = model(input_ids=ids, attention_mask=mask).logits.argmax(-1)
+    others = (predicted + 1) % model.config.num_labels
+    got = gradient_x_input(model, ids, mask, None)
+    torch.testing.assert_close(got, gradient_x_input(model, ids, mask, predicted))
+    assert not torch.allclose(got, gradient_x_input(model, ids, mask, others))  # the target made the difference
+
+
 # --- integrated gradients ------------------------------------------------------------------------------
 
 

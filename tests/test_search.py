@@ -3,6 +3,7 @@ explorer's one mask, marks hits in the table as text, and says what is wrong wit
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from html.parser import HTMLParser
@@ -200,6 +201,35 @@ def test_search_combines_with_filters_and_brush_in_the_one_mask(small_run):
     state.search = ""
     assert np.array_equal(state.mask, np.isin(labels, ["business", "sport"]) & brushed)
     assert state.counts_text().endswith(f"after filters · {n:,} examples")
+
+
+def test_on_a_running_event_loop_the_search_runs_off_it_and_the_newest_query_wins(small_run):
+    state = ExplorerState(str(small_run))
+    texts = list(state.data.run.text(slice(None)))
+
+    async def settle():
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if not state.searching:
+                break
+        await asyncio.sleep(0.05)  # time for a superseded query to finish too: had it been kept, it lands now
+
+    async def scenario():
+        state.search = "bank"
+        assert state.n_filtered == state.n_total  # the assignment returned before the search ran
+        await asyncio.sleep(0)
+        assert state.searching and state.n_filtered == state.n_total  # running in a thread: the loop is ours
+        state.search = ""  # cleared while "bank" runs: the clear applies at once, "bank" must not land after it
+        await settle()
+        cleared = (state.search_query, state.n_filtered)
+        state.search = "market"
+        await settle()
+        return cleared
+
+    cleared = asyncio.run(scenario())
+    assert cleared == (None, state.n_total)
+    assert state.search_query.terms[0].needle == "market" and not state.searching
+    assert np.array_equal(np.flatnonzero(state.mask), reference(texts, "market"))
 
 
 def test_a_bad_query_keeps_the_rows_and_says_why(small_run):

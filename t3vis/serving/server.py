@@ -337,8 +337,9 @@ class ModelServer:
         side = getattr(self.tokenizer, "padding_side", "right")
         ids, mask = pad_ids([e.input_ids[0].tolist() for e in encodings], self._pad, side)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.batch_autocast else nullcontext()
-        with self._session(pruned, exclusive=get_method(method).exclusive), autocast:
-            if targets is None:
+        entry = get_method(method)
+        with self._session(pruned, exclusive=entry.exclusive), autocast:
+            if targets is None and not entry.predicts:
                 with torch.no_grad():
                     targets = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)
                                          ).logits.argmax(-1).cpu()

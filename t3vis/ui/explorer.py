@@ -196,6 +196,13 @@ class Explorer(pn.viewable.Viewer):
     def _update_counts(self) -> None:
         self.counts.object = self.state.counts_text() if self.state.run is not None else ""
 
+    def _search_box(self):
+        """The query box; it spins while a query runs (the page stays live meanwhile)."""
+        box = pmui.TextInput.from_param(self.state.param.search, label="Search text", sizing_mode="stretch_width",
+                                        placeholder='words, "a phrase" (Enter)')
+        self.state.param.watch(lambda e: setattr(box, "loading", e.new), "searching")
+        return box
+
     def _controls(self) -> list:
         s = self.state.param
         select = lambda p, **kw: pmui.Select.from_param(p, sizing_mode="stretch_width", **kw)  # noqa: E731
@@ -210,8 +217,7 @@ class Explorer(pn.viewable.Viewer):
             pmui.Card(select(s.checkpoint), select(s.method), select(s.layer), pmui.Switch.from_param(s.compare),
                       b_controls, title="Projection", sizing_mode="stretch_width", collapsible=True),
             select(s.color_by, label="Colour by"),
-            pmui.Card(pmui.TextInput.from_param(s.search, label="Search text", sizing_mode="stretch_width",
-                                                placeholder='words, "a phrase" (Enter)'),
+            pmui.Card(self._search_box(),
                       pn.Row(pmui.Switch.from_param(s.search_regex), pmui.Switch.from_param(s.search_case)),
                       self.search_message, title="Search", sizing_mode="stretch_width", collapsible=True),
             pmui.Card(self.filters, title="Filters", sizing_mode="stretch_width", collapsible=True),

@@ -7,6 +7,7 @@ per example); the columns they index are the process-wide read-only ``RunData``.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,12 +101,14 @@ class ExplorerState(param.Parameterized):
     n_selected = param.Integer(default=0, constant=True)
     message = param.String(default="", doc="Why something cannot be shown (``Markdown``); empty when all is well.")
     search_message = param.String(default="", doc="Why the search query cannot run (text); empty when it ran.")
+    searching = param.Boolean(default=False, doc="A search query is running (its matches are not in the mask yet).")
 
     def __init__(self, run: "Run | str | None" = None, **params):
         self._data: RunData | None = None
         self._rows: tuple[int, np.ndarray] | None = None
         self._searched: np.ndarray | None = None  # rows matching the search (None: no search)
         self._query: Query | None = None
+        self._search_generation = 0  # bumped per query: a query that finishes after a newer one is dropped
         super().__init__(**params)
         if run is not None:
             self.open(run)
@@ -122,6 +125,7 @@ class ExplorerState(param.Parameterized):
         data = run_data(run)
         self._data = data
         self._searched, self._query = None, None
+        self._search_generation += 1  # a query still running on the previous run is dropped
         choices = data.projection_choices()
         with param.parameterized.batch_call_watchers(self):
             self.selection = None
@@ -245,19 +249,33 @@ class ExplorerState(param.Parameterized):
         return self._query
 
     @param.depends("search", "search_regex", "search_case", watch=True)
-    def _on_search(self) -> None:
-        if self.data is None:
+    async def _on_search(self) -> None:
+        """Run the query in a thread (a 10M-row search takes ~1 s; the server's event loop serves every session
+        meanwhile) and apply its matches only if no newer query came in while it ran. Without a running event
+        loop (scripts, tests) param runs this to completion before the assignment returns."""
+        data, text = self.data, self.search
+        if data is None:
             return
-        if not self.search.strip():
+        self._search_generation += 1
+        generation = self._search_generation
+        if not text.strip():
             self._searched, self._query, self.search_message = None, None, ""
         else:
             try:
-                query = parse(self.search, regex=self.search_regex, case=self.search_case)
-                found = self.data.run.search(query)  # the process-wide run: its text stays cached for all sessions
+                query = parse(text, regex=self.search_regex, case=self.search_case)
+                self.searching = True
+                # the process-wide run: its text stays cached for all sessions
+                found = await asyncio.get_running_loop().run_in_executor(None, data.run.search, query)
             except QueryError as exc:
-                self.search_message = str(exc)
+                if generation == self._search_generation:
+                    self.search_message = str(exc)
                 return
-            self._searched, self._query, self.search_message = masks.rows_mask(found, self.data.n), query, ""
+            finally:
+                if generation == self._search_generation:
+                    self.searching = False
+            if generation != self._search_generation or data is not self.data:
+                return  # a newer query (or another run) took over while this one ran
+            self._searched, self._query, self.search_message = masks.rows_mask(found, data.n), query, ""
         self._update_masks()
 
     # ------------------------------------------------------------------ derived

@@ -30,12 +30,16 @@ def gradient_x_input(model, input_ids, attention_mask, target, *, norm: bool = F
     token's embedding pushes the target logit up. The attributed input is the word-embedding lookup only
     (position and token-type embeddings are constants), the usual choice and Captum's. ``norm=True`` gives
     the unsigned L2 norm over the embedding dimension instead of the sum.
-    ``target`` is a class index or one per example; the model's mode is restored afterwards.
+    ``target`` is a class index or one per example, or None for each example's predicted class (taken from this
+    same forward pass, so no separate prediction is needed); the model's mode is restored afterwards.
     """
-    input_ids, attention_mask, target = check_inputs(model, input_ids, attention_mask, target)
+    predicted = target is None
+    input_ids, attention_mask, target = check_inputs(model, input_ids, attention_mask, 0 if predicted else target)
     embeddings = word_embeddings(model, input_ids).requires_grad_(True)
     with attribution_mode(model):
         logits = logits_at(model, input_ids, attention_mask, embeddings)
+        if predicted:
+            target = logits.detach().argmax(-1)
         (gradient,) = torch.autograd.grad(selected(logits, target).sum(), embeddings)
     product = gradient * embeddings.detach()
     scores = product.norm(dim=-1) if norm else product.sum(-1)

@@ -32,6 +32,8 @@ class SaliencyMethod:
     - ``exclusive``: the method changes the model while it runs (hooks, attention implementation), so no other
       call may use the model meanwhile.
     - ``options``: what interactive use passes (a method's defaults may be too slow for a click).
+    - ``predicts``: ``target=None`` explains the class the method's own forward pass predicts, so explaining
+      predictions costs no separate prediction pass.
     """
 
     name: str
@@ -40,6 +42,7 @@ class SaliencyMethod:
     scores: str | None = None
     exclusive: bool = False
     options: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
+    predicts: bool = False
 
     def load(self) -> Callable:
         """The method's function (imports its module, and torch, the first time)."""
@@ -55,7 +58,7 @@ class SaliencyMethod:
 REGISTRY: dict[str, SaliencyMethod] = {
     entry.name: entry
     for entry in (
-        SaliencyMethod("grad_x_input", "grad x input", "gradients:gradient_x_input"),
+        SaliencyMethod("grad_x_input", "grad x input", "gradients:gradient_x_input", predicts=True),
         SaliencyMethod("integrated_gradients", "integrated gradients", "gradients:integrated_gradients",
                        scores="attributions", options=MappingProxyType({"steps": 16, "batch_size": 16})),
         SaliencyMethod("lrp", "lrp", "conservative_lrp:lrp", scores="relevance", exclusive=True),
