@@ -115,7 +115,7 @@ def test_brush_in_the_browser_fills_table_and_sessions_stay_apart(runs_dir, chro
     two = sessions[1]
     assert two.state.selection is None and one.state.n_selected == n
     time.sleep(1.0)
-    brush(second, two, (0.2, 0.15), (0.45, 0.85))
+    brush(second, two, (0.35, 0.15), (0.55, 0.85))  # (inside the frame: the y axis takes the left ~25%)
     assert two.state.n_selected < SMALL_N  # noqa: F405
     assert one.state.n_selected == n  # the first session's selection is untouched
     assert (one.state.mask != two.state.mask).any()

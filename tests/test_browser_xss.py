@@ -166,14 +166,19 @@ def test_payloads_in_a_run_are_text_in_every_view(chromium, app_url):
     tooltips = hover_a_point(page)
     assert any(p in t for t in tooltips for p in PAYLOADS), tooltips
 
-    page.locator(".tabulator-row").first.click()
-    page.get_by_role("tab", name=re.compile("instance", re.I)).click()
+    page.locator(".tabulator-row").first.click()  # the instance view (always on screen) shows the example
     expect(page.locator('.tokens[data-example="0"] .tok').first).to_be_visible(timeout=30_000)
     # the aggregate head scale has nothing for this checkpoint: the message names it
     expect(page.get_by_text(f"checkpoint '{PAYLOAD_CHECKPOINT}' has no head importance", exact=False)).to_be_visible()
     page.get_by_role("button", name="instance", exact=True).click()
     page.locator('[data-click="prune:0,1"]').click()
     expect(page.get_by_text("1 head pruned", exact=False)).to_be_visible(timeout=30_000)
+    # the selection summary: label names in the label x prediction table, the words that drive predictions
+    page.get_by_role("tab", name=re.compile("selection summary", re.I)).click()
+    page.get_by_role("button", name=re.compile("Find top words")).click()
+    expect(page.get_by_text("Mean saliency per word", exact=False)).to_be_visible(timeout=60_000)
+    confusion = text_of(page.locator("table").filter(has_text="label \\ prediction"))
+    assert all(name in confusion for name in names), confusion
 
     assert_nothing_ran(page, dialogs)
     # ...and every payload reached the page, as text

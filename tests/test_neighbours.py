@@ -177,9 +177,9 @@ def test_similar_on_a_table_row_marks_neighbours_in_every_plot(run_path, client)
         np.testing.assert_array_equal(points["row"], expected)
         np.testing.assert_array_equal(points["x"], x[expected])
         assert list(plot.neighbour_data(True)["row"]) == [row]
-        (near, query), = plot._neighbour_glyphs.values()  # what the page draws: one figure, its two glyphs
-        np.testing.assert_array_equal(near.data["row"], expected)
-        assert list(query.data["row"]) == [row]
+        marks, = plot._mark_sources.values()  # what the page draws: one figure, its marks' sources
+        np.testing.assert_array_equal(marks["near"].data["row"], expected)
+        assert list(marks["query"].data["row"]) == list(marks["example"].data["row"]) == [row]
     state.compare = True  # the same example's neighbours in the other checkpoint, in the right-hand plot
     other, _ = state.run.checkpoint(state.checkpoint_b).neighbours(row, k=20, layer=state.layer_b)
     np.testing.assert_array_equal(view.plots["b"].neighbour_data(False)["row"], other)
@@ -191,7 +191,7 @@ def test_similar_on_a_table_row_marks_neighbours_in_every_plot(run_path, client)
                                   state.run.checkpoint(state.checkpoint).neighbours(centroid, layer=state.layer)[0])
     state.clear_neighbours()
     assert state.neighbours is None and len(view.plots["a"].neighbour_data(False)["row"]) == 0
-    assert all(len(near.data["row"]) == 0 for near, _ in view.plots["a"]._neighbour_glyphs.values())
+    assert all(len(marks["near"].data["row"]) == 0 for marks in view.plots["a"]._mark_sources.values())
     assert len(table.table.value) == min(table.page_size, 30)
 
 

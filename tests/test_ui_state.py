@@ -56,6 +56,22 @@ def test_box_mask_parallel_kernel_agrees():
     np.testing.assert_array_equal(masks.box_mask(x, y, bounds), expect)
 
 
+@pytest.mark.parametrize("n", [3000, masks.PARALLEL_MIN + 5])
+def test_nearest_row_matches_a_brute_force_scan(n):
+    x, y = points(n, seed=6)
+    rng = np.random.default_rng(7)
+    among = rng.random(n) < 0.5
+    radius = (0.02, 0.05)  # the axes differ in scale, as a plot's do
+    for px, py in rng.uniform(-1, 1, (40, 2)):
+        d = ((x - px) / radius[0]) ** 2 + ((y - py) / radius[1]) ** 2
+        for allowed in (None, among):
+            dd = d if allowed is None else np.where(allowed, d, np.inf)
+            expect = int(np.argmin(dd)) if dd.min() <= 1 else None
+            assert masks.nearest_row(x, y, (px, py), radius, allowed) == expect
+    with pytest.raises(ValueError, match="radius"):
+        masks.nearest_row(x, y, (0, 0), (0, 1))
+
+
 def test_lasso_mask_matches_matplotlib_and_textbook_loop():
     x, y = points(4000, seed=1)
     poly = star()

@@ -314,3 +314,22 @@ def test_bare_run_shows_what_exists(runs_dir):
     assert not e.projection.plots and e.projection._notes.visible
     assert "t3vis project" in e.projection._notes.object
     assert len(e.table.table.value) == 20 and "loss" in e.table.table.value.columns
+
+
+def test_clear_filters_empties_the_open_editor_too(small_run):
+    explorer = Explorer(small_run)
+    panel, state = explorer.filters, explorer.state
+    panel.attribute.value = "label"
+    chips = panel.editor.objects[0]
+    chips.value = list(state.data.attribute("label").categories[:2])  # as a user picks two chips
+    assert set(state.filters["label"]) == set(chips.value) and state.n_filtered < state.n_total
+    panel.clear.clicks += 1  # the button, as a click sends it
+    assert state.filters == {} and state.n_filtered == state.n_total
+    assert panel.editor.objects[0].value == [] and panel.clear.disabled  # no chip left behind
+    panel.attribute.value = "loss"
+    slider = panel.editor.objects[0]
+    full = (slider.start, slider.end)
+    state.set_filter("loss", (full[0], (full[0] + full[1]) / 2))  # a filter set elsewhere (code, another view)
+    assert tuple(slider.value) == state.filters["loss"]
+    state.clear_filters()
+    assert tuple(slider.value) == full

@@ -23,13 +23,20 @@ import numpy as np
 MISLABEL_COLUMN = "mislabel_score"
 
 
+#: The data map's regions (Swayamdipta et al. 2020): easy-to-learn = confidence >= EASY_CONFIDENCE with variability
+#: below AMBIGUOUS_VARIABILITY, hard-to-learn = confidence <= HARD_CONFIDENCE with variability below it, ambiguous =
+#: the rest. The explorer draws the same thresholds.
+EASY_CONFIDENCE, HARD_CONFIDENCE, AMBIGUOUS_VARIABILITY = 0.75, 0.25, 0.2
+
+
 @dataclass(frozen=True)
 class DataMap:
     confidence: np.ndarray
     variability: np.ndarray
     correctness: np.ndarray
 
-    def region(self, easy: float = 0.75, hard: float = 0.25, ambiguous_variability: float = 0.2) -> np.ndarray:
+    def region(self, easy: float = EASY_CONFIDENCE, hard: float = HARD_CONFIDENCE,
+               ambiguous_variability: float = AMBIGUOUS_VARIABILITY) -> np.ndarray:
         """easy-to-learn / ambiguous / hard-to-learn, the three regions of the data map (thresholds adjustable)."""
         out = np.full(self.confidence.shape, "ambiguous", dtype=object)
         out[(self.confidence >= easy) & (self.variability < ambiguous_variability)] = "easy"

@@ -12,7 +12,6 @@ import threading
 import traceback
 from pathlib import Path
 
-import holoviews as hv
 import panel as pn
 import panel_material_ui as pmui
 import param
@@ -23,6 +22,7 @@ from ..store import Run, validate
 from .filters import FilterPanel
 from .heads import HeadView
 from .instance import InstanceView
+from .notebook import load_extensions
 from .projection import ProjectionView
 from .runs import default_run, is_run, list_runs, resolve_run
 from .state import ExplorerState
@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 
 #: How to select, shown in the sidebar.
 HELP = Markdown("Drag a box (or lasso) on any plot to select; the selection shows in every plot and the table. "
-                "Wheel to zoom; zoom far in to hover single examples. The toolbar's save button exports a plot as "
-                "PNG.")
+                "Click a point to open that example in the instance view (it is ringed in every plot). Wheel to "
+                "zoom; zoom far in to hover single examples. The toolbar's save button exports a plot as PNG.")
 #: Most of a run's validation problems listed in the page.
 MAX_PROBLEMS = 10
 
@@ -108,6 +108,17 @@ class DemoOffer(pn.viewable.Viewer):
                 self._on_done(DEMO_RUN_NAME)
 
 
+#: The overview's panels (pixels), sized so all four fit a 1600x1000 window under the page header.
+PLOTS_HEIGHT, TABLE_HEIGHT = 440, 450
+INSTANCE_HEIGHT, HEADS_HEIGHT, RIGHT_WIDTH = 500, 390, 470
+
+
+def panel(view, height: int, name: str) -> pn.Column:
+    """``view`` in a panel of fixed ``height`` that scrolls inside and that the user can resize (its corner)."""
+    return pn.Column(view, height=height, sizing_mode="stretch_width", css_classes=[name], scroll=True,
+                     styles={"resize": "vertical", "border-bottom": "1px solid #e0e0e0"})
+
+
 class Explorer(pn.viewable.Viewer):
     """Projection view, data map and data table over one run, linked through one ``ExplorerState``.
 
@@ -122,7 +133,7 @@ class Explorer(pn.viewable.Viewer):
                  **params):
         params.setdefault("state", ExplorerState())
         super().__init__(runs_dir=None if runs_dir is None else Path(runs_dir).resolve(), **params)
-        hv.extension("bokeh", logo=False)
+        load_extensions()  # in a notebook: Panel, Tabulator and bokeh inline (offline); served: the bokeh backend
         self.error = AlertPane("", alert_type="danger", visible=False, sizing_mode="stretch_width")
         self.picker = pmui.Select(label="Run", options=[], sizing_mode="stretch_width")
         self.projection = ProjectionView(state=self.state)
@@ -227,16 +238,22 @@ class Explorer(pn.viewable.Viewer):
 
     # ------------------------------------------------------------------ layout
     def main_area(self) -> list:
-        model_tab = pn.Row(self.instance, self.heads, sizing_mode="stretch_width")
-        tabs = pmui.Tabs(("Examples", self.table), ("Instance and attention heads", model_tab),
-                         ("Selection summary", self.summary),
-                         sizing_mode="stretch_width")
+        """T3-Vis's overview, every view at once on a 1600x1000 screen: the projection and data map over the table
+        (and the selection summary, a tab beside it) on the left; the instance view over the head grid on the
+        right. Each panel has a fixed height and scrolls inside, so nothing overlaps or jumps; drag a panel's
+        bottom-right corner to resize it."""
+        tabs = self.tabs = pmui.Tabs(("Examples", self.table), ("Selection summary", self.summary),
+                                     sizing_mode="stretch_width")
         summary_tab = len(tabs) - 1
         tabs.param.watch(lambda event: setattr(self.summary, "shown", event.new == summary_tab), "active")
+        left = pn.Column(panel(self.projection, PLOTS_HEIGHT, "t3-plots"), panel(tabs, TABLE_HEIGHT, "t3-table"),
+                         sizing_mode="stretch_width")
+        right = pn.Column(panel(self.instance, INSTANCE_HEIGHT, "t3-instance"),
+                          panel(self.heads, HEADS_HEIGHT, "t3-heads"), width=RIGHT_WIDTH)
         objects = [self.error]
         if self.demo is not None:
             objects.append(self.demo)
-        objects += [self.projection, tabs]
+        objects.append(pn.Row(left, right, sizing_mode="stretch_width"))
         return objects
 
     def __panel__(self):

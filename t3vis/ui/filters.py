@@ -62,6 +62,23 @@ class FilterPanel(pn.viewable.Viewer):
                 lines.append(Markdown("- **{}**: {:.4g} – {:.4g}").format(label, *value))
         self.summary.object = Markdown("\n").join(lines)
         self.clear.disabled = not filters
+        self._sync_editor()
+
+    def _sync_editor(self) -> None:
+        """Show the state's filter in the open editor (after "Clear filters" or a change made elsewhere, a chip or
+        a range the widget still showed would contradict the counts)."""
+        name = self.attribute.value
+        if not self.editor.objects or name is None:
+            return
+        widget, current = self.editor.objects[0], self.state.filters.get(name)
+        if isinstance(widget, pmui.MultiChoice):
+            want = list(current or [])
+            if list(widget.value) != want:
+                widget.value = want
+        else:
+            want = tuple(current) if current else (widget.start, widget.end)
+            if tuple(widget.value) != want:
+                widget.value = want
 
     def _edit(self, name: str | None) -> None:
         """Show the editor widget for ``name``, set to its current filter."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import panel as pn
+import panel_material_ui as pmui
 import param
 
 from ..analysis.saliency import label_of
@@ -84,11 +85,11 @@ class InstanceView(pn.viewable.Viewer):
                                                 bar_color="primary")
         self._selection = MarkdownPane("", sizing_mode="stretch_width", margin=(0, 5))
         controls = pn.Row(
-            pn.widgets.Checkbox.from_param(self.param.merge_words, name="merge word-pieces"),
-            pn.widgets.Select.from_param(state.param.saliency_method, name="", width=180),
+            pmui.Select.from_param(state.param.saliency_method, label="Saliency method", width=200),
+            pmui.Checkbox.from_param(self.param.merge_words, label="merge word-pieces"),
             self._busy)
         self._layout = pn.Column(
-            pn.Row(self._header, controls), self._message, self._notice, self._pruning, self._classes,
+            controls, self._header, self._message, self._notice, self._pruning, self._classes,
             self._legend, self._tokens, pn.Row(self._repredict), self._progress, self._selection,
             sizing_mode="stretch_width", name="Instance")
         self._show_repredict()
@@ -159,7 +160,8 @@ class InstanceView(pn.viewable.Viewer):
         if state.example is None or state.run is None:
             self._shown = None
             self._show_message("")
-            self._header.object = Markdown("**Instance** · pick an example in the table.")
+            self._header.object = Markdown("**Instance** · pick an example: click a row in the table or a point in a "
+                                           "plot.")
             self._render()
             return
         example, pruned, method = int(state.example), normalize_pruned(state.pruned_heads), state.saliency_method
@@ -188,6 +190,7 @@ class InstanceView(pn.viewable.Viewer):
             except T3VisError as err:
                 if self._newest.is_current(token):
                     self._shown = None
+                    self._header.object = Markdown("**Example {}**").format(example)  # picked, if not explainable
                     self._show_message(str(err))
                     self._render()
                 return

@@ -154,3 +154,23 @@ def combine(filtered: np.ndarray | None, selection: np.ndarray | None) -> np.nda
 
 def count(mask: np.ndarray | None, n: int) -> int:
     return n if mask is None else int(np.count_nonzero(mask))
+
+
+def nearest_row(x: np.ndarray, y: np.ndarray, point: Sequence[float], radius: Sequence[float],
+                among: np.ndarray | None = None) -> int | None:
+    """The row nearest ``point`` within the ellipse of half-axes ``radius = (rx, ry)`` (data units of a few
+    pixels, so distance is measured as the eye sees it on a plot whose axes differ in scale), among the rows where
+    ``among`` is True (None: all); None when no such row is that close. Ties go to the lowest row."""
+    px, py = float(point[0]), float(point[1])
+    rx, ry = abs(float(radius[0])), abs(float(radius[1]))
+    if not (rx > 0 and ry > 0):
+        raise ValueError(f"radius: expected two positive half-axes, got {tuple(radius)}")
+    near = box_mask(x, y, (px - rx, py - ry, px + rx, py + ry))  # one parallel pass; the rest touches few rows
+    if among is not None:
+        near &= among
+    rows = np.flatnonzero(near)
+    if not len(rows):
+        return None
+    distance = ((x[rows] - px) / rx) ** 2 + ((y[rows] - py) / ry) ** 2
+    best = int(np.argmin(distance))
+    return int(rows[best]) if distance[best] <= 1.0 else None

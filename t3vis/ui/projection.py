@@ -35,6 +35,7 @@ import pandas as pd
 import panel as pn
 import param
 
+from ..analysis.datamaps import AMBIGUOUS_VARIABILITY, EASY_CONFIDENCE, HARD_CONFIDENCE
 from ..errors import T3VisError
 from . import masks
 from .data import CATEGORICAL, FLAG_CATEGORIES, PlotSpec
@@ -46,8 +47,23 @@ SPARSE_POINTS = 1500
 #: Alpha of the filtered-but-unselected points while a selection exists.
 BACK_ALPHA = 0.12
 PLOT_TOOLS = ["box_select", "lasso_select"]
+#: A click picks the nearest shown example within this many screen pixels.
+TAP_PX = 10
+#: The data map's regions: (name, box bounds in (variability, confidence), fill colour, label anchor).
+REGIONS = (
+    ("easy-to-learn", dict(right=AMBIGUOUS_VARIABILITY, bottom=EASY_CONFIDENCE), "#2ca02c",
+     dict(x=AMBIGUOUS_VARIABILITY, y=EASY_CONFIDENCE, text_align="right", text_baseline="bottom")),
+    ("hard-to-learn", dict(right=AMBIGUOUS_VARIABILITY, top=HARD_CONFIDENCE), "#d62728",
+     dict(x=AMBIGUOUS_VARIABILITY, y=HARD_CONFIDENCE, text_align="right", text_baseline="top")),
+    ("ambiguous", dict(left=AMBIGUOUS_VARIABILITY), "#ff7f0e",
+     dict(x=AMBIGUOUS_VARIABILITY, y=(EASY_CONFIDENCE + HARD_CONFIDENCE) / 2, text_align="left",
+          text_baseline="middle")),
+)
 #: The neighbours' marks: a colour no category palette starts with, outlined to stand out on any raster.
 NEIGHBOUR_COLOR = "#ff00d4"
+#: ``(points per screen pixel below which, cell side in pixels)``, sparsest first (see `cell_px`): a 2,000-point
+#: run on a 600x400 plot draws 3x3 blocks, an 80-point selection 4x4, a million points single pixels.
+CELL_STEPS = ((0.002, 4), (0.02, 3), (0.1, 2))
 CONTINUOUS_CMAP = "viridis"
 DENSITY_CMAP = colorcet.kbc[::-1][40:]
 
@@ -74,6 +90,52 @@ def scale_note(attr) -> HTML:
     if attr is None or not attr.description:
         return HTML("")
     return HTML('<div style="font-size:12px"><b>{}</b>: {}</div>').format(attr.label, attr.description)
+
+
+def cell_px(points: int, pixels: int) -> int:
+    """Screen pixels per side of one aggregate cell for a layer of ``points`` drawn over ``pixels`` screen pixels.
+
+    A sparse layer is aggregated on a coarser grid, so each example shows as a 2x2 to 4x4 block instead of a
+    1-px dot that the eye misses; a dense one keeps full resolution. Unlike spreading pixels after aggregating,
+    a cell still counts each example once, so a count image sums to the points it draws.
+    """
+    density = points / max(int(pixels), 1)
+    for below, size in CELL_STEPS:
+        if density < below:
+            return size
+    return 1
+
+
+def drawn_anything(values: np.ndarray) -> bool:
+    """Whether an aggregate holds any point (a count above 0, or a finite mean)."""
+    return bool(np.isfinite(values).any() if values.dtype.kind == "f" else (values > 0).any())
+
+
+def show_layer(plot, visible: bool) -> None:
+    """Hide a rendered layer that holds no point: Bokeh maps an all-zero image through a colour range of zero
+    width and paints the whole plot (a faint wash behind every plot, a solid one over an empty selection)."""
+    renderer = plot.handles.get("glyph_renderer")
+    if renderer is not None and renderer.visible != visible:
+        renderer.visible = visible
+
+
+def add_regions(fig) -> None:
+    """Shade and name the data map's regions in a Bokeh figure (thresholds from ``analysis.datamaps``)."""
+    from bokeh.models import BoxAnnotation, Label
+
+    for name, bounds, color, anchor in REGIONS:
+        fig.add_layout(BoxAnnotation(fill_color=color, fill_alpha=0.07, line_alpha=0, level="underlay", **bounds))
+        fig.add_layout(Label(text=name, text_color=color, text_font_size="11px", text_font_style="bold",
+                             x_offset=-4 if anchor["text_align"] == "right" else 4, **anchor))
+
+
+def region_note() -> HTML:
+    """The data map's regions and their thresholds, as the legend under the plots says them."""
+    return HTML('<div style="font-size:12px"><b>Data map</b>: confidence = mean probability of the gold label over '
+                'the epochs, variability = its standard deviation. Easy-to-learn: confidence &ge; {}, variability '
+                '&lt; {}; hard-to-learn: confidence &le; {}, variability &lt; {}; ambiguous: the rest '
+                '(Swayamdipta et al. 2020).</div>').format(EASY_CONFIDENCE, AMBIGUOUS_VARIABILITY, HARD_CONFIDENCE,
+                                                          AMBIGUOUS_VARIABILITY)
 
 
 def update_rendered(plot, update) -> None:
@@ -150,19 +212,23 @@ class ScatterPlot:
         self.key = color_key(attr.categories) if self.categorical else None
         self.clim = data.value_range(self.color, self.color_checkpoint) if attr and not self.categorical else None
         self.legend = legend_html(attr.label, self.key) if self.categorical else scale_note(attr)
+        self.notes = region_note() if spec.kind == "datamap" else HTML("")
         self.range_xy = hv.streams.RangeXY()
         self.size = hv.streams.PlotSize()
         # each layer as rendered: one per page (or notebook output), held weakly (HoloViews owns them)
         self._rendered = {"front": weakref.WeakSet(), "back": weakref.WeakSet()}
-        self._neighbour_glyphs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # plot -> its 2 sources
+        self._drawn: dict[str, bool] = {}  # layer -> whether its last aggregate held any point
+        self._mark_sources: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # plot -> {mark: its source}
         self.element = self._overlay(ranges)
         # a stream whose source is an overlay attaches to nothing: use one layer (the plot's tools are shared)
         self.box = hv.streams.BoundsXY(source=self._front_layer)
         self.lasso = hv.streams.Lasso(source=self._front_layer)
+        self.tap = hv.streams.Tap(source=self._front_layer)
         self.box.add_subscriber(self._on_box)
         self.lasso.add_subscriber(self._on_lasso)
+        self.tap.add_subscriber(self._on_tap)
         self._mask_watcher = state.param.watch(self._on_mask, ["mask_rev", "has_selection", "filtered_rev"])
-        self._neighbour_watcher = state.param.watch(self._push_neighbours, ["neighbours", "neighbours_b"])
+        self._marks_watcher = state.param.watch(self._push_marks, ["neighbours", "neighbours_b", "example"])
 
     # ------------------------------------------------------------------ brushing
     def _on_box(self, bounds):
@@ -172,6 +238,17 @@ class ScatterPlot:
     def _on_lasso(self, geometry):
         if geometry is not None and len(geometry) >= 3:
             self.state.select_lasso(self.spec, geometry)
+
+    def _on_tap(self, x, y) -> None:
+        """A click picks the shown example nearest to it (within a few pixels) for the instance view."""
+        if x is None or y is None:
+            return
+        (x0, x1), (y0, y1) = self.range_xy.x_range or self.extent[0], self.range_xy.y_range or self.extent[1]
+        width, height = self.size.width or 600, self.size.height or 400
+        radius = (TAP_PX * (x1 - x0) / width, TAP_PX * (y1 - y0) / height)
+        row = masks.nearest_row(self.x, self.y, (x, y), radius, self.state.filtered)
+        if row is not None:
+            self.state.example = row
 
     def _on_mask(self, *events) -> None:
         changed = {event.name for event in events}
@@ -190,15 +267,17 @@ class ScatterPlot:
                                                   self.size.width, self.size.height)
         density = not self.color
         data = glyph_data(agg, (x0, x1), (y0, y1), nodata_zero=density)
-        scale = {}
-        if density:  # the counts' range sets the colour scale, as HoloViews sets it
-            counts = agg.data[agg.data > 0]
-            scale = {"low": int(counts.min()), "high": int(counts.max())} if counts.size else {"low": 0, "high": 1}
+        drawn = self._drawn[layer] = drawn_anything(agg.data)
+        counts = agg.data[agg.data > 0] if density else None
         for plot in plots:
             def update(plot=plot):
                 plot.handles["source"].data = data
-                if scale and plot.handles.get("color_mapper") is not None:
-                    plot.handles["color_mapper"].update(**scale)
+                show_layer(plot, drawn)
+                mapper = plot.handles.get("color_mapper")
+                if counts is not None and mapper is not None:  # as HoloViews sets it: the range of every frame so far
+                    low, high = (int(counts.min()), int(counts.max())) if counts.size else (0, 1)
+                    mapper.update(low=min(low, mapper.low if mapper.low is not None else low),
+                                  high=max(high, mapper.high if mapper.high is not None else high))
 
             update_rendered(plot, update)
 
@@ -226,7 +305,9 @@ class ScatterPlot:
             x0, x1 = x0 - 0.5, x0 + 0.5
         if not y1 > y0:
             y0, y1 = y0 - 0.5, y0 + 0.5
-        canvas = ds.Canvas(plot_width=max(2, int(width or 600)), plot_height=max(2, int(height or 400)),
+        width, height = max(2, int(width or 600)), max(2, int(height or 400))
+        cell = cell_px(len(frame), width * height)
+        canvas = ds.Canvas(plot_width=max(2, -(-width // cell)), plot_height=max(2, -(-height // cell)),
                            x_range=(x0, x1), y_range=(y0, y1))
         if self.categorical:
             reduction = ds.count_cat(self.color)
@@ -234,12 +315,14 @@ class ScatterPlot:
             reduction = ds.mean(self.color) if self.color else ds.count()
         return (x0, x1), (y0, y1), canvas.points(frame, "x", "y", reduction)
 
-    def _raster(self, frame: pd.DataFrame, x_range, y_range, width, height, template) -> hv.Element:
+    def _raster(self, frame: pd.DataFrame, x_range, y_range, width, height, layer: str) -> hv.Element:
         """Aggregate ``frame`` with datashader for the current view (what ``rasterize`` does, minus its overhead).
 
         The element reuses ``template``'s id, so it carries the layer's options without per-update option work.
         """
         agg = self._aggregate(frame, x_range, y_range, width, height)[2]
+        template = self._templates[layer]
+        self._drawn[layer] = drawn_anything(agg.data)  # read by the layer's hook when HoloViews renders it
         # (xs, ys, array) tuples: the grid interface computes ranges several times faster than xarray's
         if self.categorical:
             return hv.ImageStack(_grid(agg), kdims=["x", "y"], vdims=list(self.key), id=template.id)
@@ -261,10 +344,11 @@ class ScatterPlot:
 
     def _capture_hook(self, layer: str):
         """A HoloViews hook that records each rendering of ``layer`` (weakly: options outlive this object)."""
-        plots = self._rendered[layer]
+        plots, drawn = self._rendered[layer], self._drawn
 
         def capture(plot, element):
             plots.add(plot)
+            show_layer(plot, drawn.get(layer, True))
 
         return capture
 
@@ -297,9 +381,10 @@ class ScatterPlot:
         self._templates = {
             "back": self._template(BACK_ALPHA, colorbar=False, hooks=[self._capture_hook("back")]),
             "front": self._template(1.0, colorbar=True, hooks=[self._capture_hook("front")]),
+            # hover targets over the rasters: invisible until hovered (drawn rings hid the points' colours)
             "sparse": hv.Points([], ["x", "y"]).opts(
-                size=6, fill_alpha=0, line_color="#333333", line_alpha=0.6, tools=["hover", *PLOT_TOOLS],
-                hover_tooltips=hover, nonselection_alpha=0.6, selection_alpha=0.6),
+                size=8, fill_alpha=0, line_alpha=0, hover_line_color="#222222", hover_line_alpha=1,
+                hover_fill_alpha=0, tools=["hover", *PLOT_TOOLS], hover_tooltips=hover),
         }
         # one stream per kind of change, shared by the layers that follow it: one event, one refresh. The mask and
         # whether a selection exists are read without refreshing on them: `push` redraws what they change
@@ -311,10 +396,10 @@ class ScatterPlot:
         view = [self.range_xy, self.size]
 
         def front(mask_rev, x_range, y_range, width, height, scale=1.0):
-            return self._raster(self._front_rows(), x_range, y_range, width, height, self._templates["front"])
+            return self._raster(self._front_rows(), x_range, y_range, width, height, "front")
 
         def back(filtered_rev, has_selection, x_range, y_range, width, height, scale=1.0):
-            return self._raster(self._back_rows(), x_range, y_range, width, height, self._templates["back"])
+            return self._raster(self._back_rows(), x_range, y_range, width, height, "back")
 
         self._front_layer = hv.DynamicMap(front, streams=[on_mask, *view], cache_size=1)
         back_layer = hv.DynamicMap(back, streams=[on_filter, on_selection, *view], cache_size=1)
@@ -325,7 +410,7 @@ class ScatterPlot:
                     active_tools=["box_select", "wheel_zoom"], toolbar="above")
         opts.update(xlim=ranges[0], ylim=ranges[1]) if ranges else opts.update(xlim=self.extent[0],
                                                                                ylim=self.extent[1])
-        return (back_layer * self._front_layer * sparse).opts(hooks=[self._neighbour_hook()], **opts)
+        return (back_layer * self._front_layer * sparse).opts(hooks=[self._marks_hook()], **opts)
 
     def neighbours(self):
         """The ``Neighbours`` this plot marks: the comparison checkpoint's in plot "b", else the main one's."""
@@ -341,36 +426,50 @@ class ScatterPlot:
             sims = np.ones(len(rows), dtype=np.float32)
         return {"x": self.x[rows], "y": self.y[rows], "row": rows, "similarity": sims}
 
-    def _neighbour_hook(self):
-        """A hook that adds the neighbours' marks to each rendered figure once, as two Bokeh glyphs of their own:
-        they change only when the neighbours do (``_push_neighbours``), so pans, zooms and brushes never redraw
-        them (as HoloViews layers they added ~60 ms to every pan and zoom at 1M points). Holds the plot weakly."""
-        glyphs, owner = self._neighbour_glyphs, weakref.ref(self)
+    def mark_data(self) -> dict[str, dict[str, np.ndarray]]:
+        """Every mark this plot draws over its rasters, by name: ``near`` (the neighbours), ``query`` (the example
+        they are neighbours of) and ``example`` (the one the instance view shows)."""
+        example = self.state.example
+        rows = np.array([] if example is None else [example], dtype=np.int64)
+        return {"near": self.neighbour_data(False), "query": self.neighbour_data(True),
+                "example": {"x": self.x[rows], "y": self.y[rows], "row": rows}}
+
+    def _marks_hook(self):
+        """A hook that adds this plot's marks to each rendered figure once, as Bokeh glyphs of their own: they
+        change only when the marked rows do (``_push_marks``), so pans, zooms and brushes never redraw them (as
+        HoloViews layers they added ~60 ms to every pan and zoom at 1M points). The data map also gets its
+        regions. Holds the plot weakly."""
+        sources, owner = self._mark_sources, weakref.ref(self)
 
         def add(plot, element):
             me = owner()
-            if me is None or plot in glyphs:  # hooks run again on every update of the plot
+            if me is None or plot in sources:  # hooks run again on every update of the plot
                 return
             from bokeh.models import ColumnDataSource, HoverTool
 
             fig = plot.state
-            sources = tuple(ColumnDataSource(me.neighbour_data(query)) for query in (False, True))
-            near = fig.scatter("x", "y", source=sources[0], color=NEIGHBOUR_COLOR, size=9, line_color="black",
+            made = {name: ColumnDataSource(values) for name, values in me.mark_data().items()}
+            near = fig.scatter("x", "y", source=made["near"], color=NEIGHBOUR_COLOR, size=9, line_color="black",
                                line_width=1)
-            fig.scatter("x", "y", source=sources[1], marker="star", color=NEIGHBOUR_COLOR, size=18,
+            fig.scatter("x", "y", source=made["query"], marker="star", color=NEIGHBOUR_COLOR, size=18,
                         line_color="black", line_width=1.5)
+            for color, size in (("white", 22), ("black", 17)):  # a ring that reads on light and dark pixels
+                fig.scatter("x", "y", source=made["example"], marker="circle", fill_alpha=0, size=size,
+                            line_color=color, line_width=3)
             fig.add_tools(HoverTool(renderers=[near], tooltips=[("row", "@row"), ("similarity", "@similarity{0.000}")]))
-            glyphs[plot] = sources
+            if me.spec.kind == "datamap":
+                add_regions(fig)
+            sources[plot] = made
 
         return add
 
-    def _push_neighbours(self, *events) -> None:
-        """Redraw the neighbours' marks in every rendered figure of this plot."""
-        data = [self.neighbour_data(query) for query in (False, True)]
-        for plot, sources in list(self._neighbour_glyphs.items()):
-            def update(sources=sources):
-                for source, values in zip(sources, data):
-                    source.data = values
+    def _push_marks(self, *events) -> None:
+        """Redraw the marks in every rendered figure of this plot."""
+        data = self.mark_data()
+        for plot, made in list(self._mark_sources.items()):
+            def update(made=made):
+                for name, source in made.items():
+                    source.data = data[name]
 
             update_rendered(plot, update)
 
@@ -381,7 +480,7 @@ class ScatterPlot:
         self._watching = []
         if self._mask_watcher is not None:
             self.state.param.unwatch(self._mask_watcher)
-            self.state.param.unwatch(self._neighbour_watcher)
+            self.state.param.unwatch(self._marks_watcher)
             self._mask_watcher = None
         for plots in self._rendered.values():
             plots.clear()
@@ -446,7 +545,7 @@ class ProjectionView(pn.viewable.Viewer):
         self._projection.visible = bool(panels)
         self._datamap.object = self.plots["datamap"].element if "datamap" in self.plots else None
         self._datamap.visible = "datamap" in self.plots
-        legends = {p.legend for p in self.plots.values() if p.legend}
+        legends = {p.legend for p in self.plots.values() if p.legend} | {p.notes for p in self.plots.values() if p.notes}
         self._legend.object = HTML("").join(sorted(legends))
         if state.message:
             notes.insert(0, state.message)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import param
 
-from ..analysis.saliency import METHODS
+from ..analysis.saliency import METHODS, label_of
 from ..errors import QueryError, StoreError
 from ..store import Run
 from ..store.search import Query, parse
@@ -81,7 +81,8 @@ class ExplorerState(param.Parameterized):
 
     head = param.Tuple(default=None, length=2, allow_None=True, doc="(layer, head) chosen in the head view.")
     pruned_heads = param.Parameter(default=(), doc="Tuple of (layer, head) pairs switched off (any length).")
-    saliency_method = param.Selector(default=SALIENCY_METHODS[0], objects=SALIENCY_METHODS, check_on_set=False)
+    saliency_method = param.Selector(default=SALIENCY_METHODS[0], check_on_set=False,
+                                     objects={label_of(m): m for m in SALIENCY_METHODS})  # widgets show the labels
     target_class = param.Integer(default=None, allow_None=True, doc="Class saliency explains; None = predicted.")
     neighbours_of = param.Parameter(default=None, doc="Row whose nearest neighbours are shown, an array of rows "
                                     "(their centroid's), or None.")

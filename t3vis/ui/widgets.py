@@ -39,13 +39,14 @@ CSS = """
 .hgrid { display: grid; gap: 2px; align-items: stretch; }
 .hgrid .lab { font-size: 11px; color: #555; text-align: center; align-self: center; }
 .cell { position: relative; border: 1px solid #ddd; border-radius: 3px; cursor: pointer; min-height: 30px;
-        display: flex; align-items: center; justify-content: center; font-size: 11px;
+        display: flex; align-items: center; justify-content: center; font-size: 10px;
         font-variant-numeric: tabular-nums; }
 .cell img { width: 100%; height: 100%; image-rendering: pixelated; display: block; }
 .cell.selected { outline: 3px solid #222; z-index: 1; }
 .cell.pruned { opacity: 0.35; background-image: repeating-linear-gradient(45deg, transparent 0 4px, #999 4px 5px); }
 .cell .x { position: absolute; top: 0; right: 0; border: none; background: rgba(255,255,255,0.85); cursor: pointer;
-           font-size: 11px; line-height: 1; padding: 1px 3px; border-radius: 0 3px 0 3px; }
+           font-size: 11px; line-height: 1; padding: 1px 3px; border-radius: 0 3px 0 3px; opacity: 0; }
+.cell:hover .x, .cell .x:focus { opacity: 1; }
 .cell.pruned .x { opacity: 1; background: #ffd; }
 """
 
