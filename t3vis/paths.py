@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 #: Environment variable that overrides the runs directory.
@@ -18,3 +19,9 @@ def runs_dir(override: "str | os.PathLike | None" = None) -> Path:
 
 def demo_run_path(override: "str | os.PathLike | None" = None) -> Path:
     return runs_dir(override) / DEMO_RUN_NAME
+
+
+def safe_filename(text: str) -> str:
+    """``text`` as a file-name part: letters, digits, dot, dash and underscore; runs of anything else become one
+    dash (run and checkpoint names come from users and may hold slashes or markup)."""
+    return re.sub(r"[^A-Za-z0-9._]+", "-", str(text)).strip("-.")[:80]

@@ -167,3 +167,24 @@ def test_clear_filters_leaves_no_chip(demo_page):
     page.get_by_role("button", name="Clear filters").click()
     wait_for(lambda: state.filters == {}, timeout=30)
     expect(page.locator(".MuiChip-root").filter(has_text=first)).to_have_count(0, timeout=15_000)
+
+
+def test_plots_save_as_png_with_a_white_background_and_as_svg_with_the_legend(demo_page, tmp_path):
+    page, explorer = demo_page
+    plot = explorer.projection.plots["a"]
+    toolbar = page.locator(".t3-plots .bk-Toolbar").first
+    if toolbar.locator(".bk-tool-icon-save").count() == 0:  # a narrow plot folds its tools into a menu
+        toolbar.locator(".bk-tool-overflow").first.click()
+    with page.expect_download() as png:
+        page.locator(".t3-plots .bk-tool-icon-save").first.click()
+    assert png.value.suggested_filename == plot.export_name() + ".png"
+    image = Image.open(png.value.path())
+    assert image.size[0] >= 300
+    rgba = np.asarray(image.convert("RGBA"))
+    assert (rgba[2, 2] == [255, 255, 255, 255]).all()  # opaque white, not transparent
+    with page.expect_download() as svg:
+        page.locator('.t3-plots [title="Save as SVG"]').first.click()
+    assert svg.value.suggested_filename == plot.export_name() + ".svg"
+    text = open(svg.value.path(), encoding="utf-8").read()
+    assert text.lstrip().startswith("<svg") and "<image" in text  # the rasters, embedded
+    assert all(str(c) in text for c in explorer.state.data.attribute("label").categories)  # the legend's labels

@@ -249,6 +249,7 @@ def test_pruning_via_the_views_equals_zeroing_the_gate(run_path):
     heads.click("prune:0,0")
     assert pruned_json(state.pruned_heads) == "[[0, 0], [1, 2]]"
     assert json.loads(heads._export_file().read()) == [[0, 0], [1, 2]]
+    assert heads._export.filename == f"t3vis-{state.run.name}-{state.checkpoint}-pruned-heads.json"
     heads.click("prune:1,2")  # undo one
     assert state.pruned_heads == ((0, 0),)
     heads.restore_all()

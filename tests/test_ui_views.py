@@ -191,7 +191,9 @@ def test_comparison_plots_share_one_selection(explorer):
     state = explorer.state
     state.param.update(compare=True, checkpoint_b=state.data.checkpoints[0], method_b="pca")
     plots = explorer.projection.plots
-    assert set(plots) == {"a", "b", "datamap"}
+    assert set(plots) == {"a", "b"}  # the two take the data map's place
+    assert explorer.projection._plots.objects == [explorer.projection._projection]
+    assert "data map is hidden while comparing" in str(explorer.projection._notes.object)
     assert plots["b"].spec.checkpoint == state.data.checkpoints[0] and plots["b"].spec.method == "pca"
     b = plots["b"]
     expect = brush_percentiles(explorer, b, (10, 30), (50, 90))
@@ -201,6 +203,10 @@ def test_comparison_plots_share_one_selection(explorer):
     assert isinstance(layout, hv.Layout) and len(layout) == 2
     state.link_axes = True
     assert explorer.projection._projection.object.opts.get().kwargs.get("shared_axes") is True
+    state.compare = False
+    assert set(explorer.projection.plots) == {"a", "datamap"}
+    assert explorer.projection._datamap in explorer.projection._plots.objects
+    assert not explorer.projection._notes.visible
 
 
 def test_table_pages_sorts_exports_and_picks_an_example(explorer):
@@ -221,6 +227,7 @@ def test_table_pages_sorts_exports_and_picks_an_example(explorer):
     # CSV: every selected row, in table order, full text, label names
     csv = pd.read_csv(io.StringIO(table.csv().getvalue()), index_col="row")
     np.testing.assert_array_equal(csv.index.to_numpy(), order)
+    assert table.download.filename == f"t3vis-{state.run.name}-selection.csv"  # named after the run
     texts = state.data.text(order[:5])
     assert list(csv["text"][:5]) == list(texts)
     assert set(csv["label"]) <= set(state.data.label_names)
@@ -333,3 +340,29 @@ def test_clear_filters_empties_the_open_editor_too(small_run):
     assert tuple(slider.value) == state.filters["loss"]
     state.clear_filters()
     assert tuple(slider.value) == full
+
+
+def test_saved_images_have_a_background_a_legend_a_name_and_an_svg_twin(explorer):
+    from bokeh.models import CustomAction, SaveTool
+
+    state = explorer.state
+    plot = explorer.projection.plots["a"]
+    (figure, _), = explorer.projection._projection._plots.values()
+    fig = figure.state
+    assert fig.background_fill_color == fig.border_fill_color == "white"
+    save, = [t for t in fig.toolbar.tools if isinstance(t, SaveTool)]
+    assert save.filename == plot.export_name()
+    assert save.filename == f"t3vis-{state.run.name}-UMAP-of-layer-{state.layer}-{state.checkpoint}-label"
+    svg, = [t for t in fig.toolbar.tools if isinstance(t, CustomAction)]
+    assert svg.description == "Save as SVG" and svg.callback.args["filename"] == save.filename + ".svg"
+    legend, = fig.legend
+    assert [item.label.value for item in legend.items] == list(state.data.attribute("label").categories)
+    assert legend.title == state.data.attribute("label").label
+
+
+@pytest.mark.parametrize("text, expect", [("epoch-3", "epoch-3"), ("a/b <img src=x>", "a-b-img-src-x"),
+                                          ("UMAP of layer 6 · epoch-3", "UMAP-of-layer-6-epoch-3"), ("..", "")])
+def test_file_names_keep_only_safe_characters(text, expect):
+    from t3vis.paths import safe_filename
+
+    assert safe_filename(text) == expect

@@ -21,6 +21,7 @@ import param
 from PIL import Image
 
 from ..errors import StoreError, T3VisError
+from ..paths import safe_filename
 from ..serving import NewestOnly, normalize_pruned, session_model
 from .state import ExplorerState
 from .text import HTML, AlertPane, Markdown, MarkdownPane
@@ -197,7 +198,11 @@ class HeadView(pn.viewable.Viewer):
         self.state.pruned_heads = ()
 
     def _export_file(self):
-        return io.StringIO(pruned_json(self.state.pruned_heads))
+        state = self.state
+        if state.run is not None:
+            parts = (safe_filename(state.run.name) or "run", safe_filename(state.checkpoint or ""))
+            self._export.filename = "t3vis-{}-pruned-heads.json".format("-".join(filter(None, parts)))
+        return io.StringIO(pruned_json(state.pruned_heads))
 
     # ------------------------------------------------------------------ data
     async def _on_data(self, *events) -> None:

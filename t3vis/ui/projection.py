@@ -25,6 +25,7 @@ plot object's state; split, each half would reach into the other's.
 
 from __future__ import annotations
 
+import base64
 import weakref
 
 import colorcet
@@ -37,6 +38,7 @@ import param
 
 from ..analysis.datamaps import AMBIGUOUS_VARIABILITY, EASY_CONFIDENCE, HARD_CONFIDENCE
 from ..errors import T3VisError
+from ..paths import safe_filename
 from . import masks
 from .data import CATEGORICAL, FLAG_CATEGORIES, PlotSpec
 from .state import ExplorerState
@@ -117,6 +119,22 @@ def show_layer(plot, visible: bool) -> None:
     renderer = plot.handles.get("glyph_renderer")
     if renderer is not None and renderer.visible != visible:
         renderer.visible = visible
+
+
+#: The "Save as SVG" tool's icon: the letters SVG (a data URI; Bokeh has no such icon of its own).
+SVG_ICON = "data:image/svg+xml;base64," + base64.b64encode(
+    b'<svg xmlns="http://www.w3.org/2000/svg" width="18" height="18"><text x="0" y="12" font-size="7.5" '
+    b'font-family="sans-serif" font-weight="bold" fill="#555">SVG</text></svg>').decode()
+#: Saves a Bokeh figure as SVG in the browser (BokehJS renders it again into an SVG context).
+SAVE_SVG = """
+const view = Bokeh.index.find_one(plot);
+view.export("svg").to_blob().then((blob) => {
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(blob);
+  link.download = filename;
+  link.dispatchEvent(new MouseEvent("click"));
+});
+"""
 
 
 def add_regions(fig) -> None:
@@ -459,9 +477,35 @@ class ScatterPlot:
             fig.add_tools(HoverTool(renderers=[near], tooltips=[("row", "@row"), ("similarity", "@similarity{0.000}")]))
             if me.spec.kind == "datamap":
                 add_regions(fig)
+            me._dress_for_export(fig)
             sources[plot] = made
 
         return add
+
+    def export_name(self) -> str:
+        """The file name (no extension) a saved image of this plot gets: run, plot and colouring."""
+        parts = [self.state.data.run.name, self.spec.title, self.color or "density"]
+        return "t3vis-" + "-".join(filter(None, (safe_filename(p) for p in parts)))
+
+    def _dress_for_export(self, fig) -> None:
+        """What a saved PNG or SVG needs that the page shows around the plot: a white background, the colour legend
+        drawn in the figure, a named file (no prompt), and an SVG save next to the PNG one."""
+        from bokeh.models import CustomAction, CustomJS, SaveTool
+
+        fig.background_fill_color = fig.border_fill_color = "white"
+        name = self.export_name()
+        for tool in fig.toolbar.tools:
+            if isinstance(tool, SaveTool):
+                tool.update(filename=name, description="Save as PNG")
+        fig.add_tools(CustomAction(description="Save as SVG", icon=SVG_ICON, callback=CustomJS(
+            args={"plot": fig, "filename": name + ".svg"}, code=SAVE_SVG)))
+        if self.categorical:
+            for category, color in self.key.items():  # empty glyphs: they only give the legend its entries
+                fig.scatter([], [], color=color, size=8, legend_label=str(category))
+            legend = fig.legend[0]
+            legend.update(location="top_right", background_fill_alpha=0.75, label_text_font_size="9px",
+                          glyph_height=10, glyph_width=10, spacing=0, padding=4, margin=4,
+                          title=self.state.data.attribute(self.color).label, title_text_font_size="9px")
 
     def _push_marks(self, *events) -> None:
         """Redraw the marks in every rendered figure of this plot."""
@@ -503,9 +547,8 @@ class ProjectionView(pn.viewable.Viewer):
         self._datamap = pn.pane.HoloViews(sizing_mode="stretch_both", min_height=380, linked_axes=False)
         self._legend = HTMLPane("", sizing_mode="stretch_width", margin=(0, 10))
         self._notes = AlertPane("", alert_type="info", visible=False, sizing_mode="stretch_width")
-        self._layout = pn.Column(self._notes, self._legend,
-                                 pn.Row(self._projection, self._datamap, sizing_mode="stretch_both"),
-                                 sizing_mode="stretch_both")
+        self._plots = pn.Row(self._projection, self._datamap, sizing_mode="stretch_both")
+        self._layout = pn.Column(self._notes, self._legend, self._plots, sizing_mode="stretch_both")
         self._rebuild()
 
     def __panel__(self):
@@ -523,10 +566,11 @@ class ProjectionView(pn.viewable.Viewer):
             self._projection.object = self._datamap.object = None
             self._notes.visible = False
             return
+        # comparing, the two projections take the data map's place (three plots would each be too narrow to read)
         which = ["a", "b"] if state.compare else ["a"]
         for plot in old.values():
             plot.dispose()
-        for w in which + ["datamap"]:
+        for w in which + ([] if state.compare else ["datamap"]):
             spec = state.spec(w)
             if spec is None:
                 continue
@@ -542,12 +586,15 @@ class ProjectionView(pn.viewable.Viewer):
             self._projection.object = layout
         else:
             self._projection.object = None
-        self._projection.visible = bool(panels)
         self._datamap.object = self.plots["datamap"].element if "datamap" in self.plots else None
-        self._datamap.visible = "datamap" in self.plots
+        # the row holds the panes that have a plot (toggling a HoloViews pane's ``visible`` trips Panel 1.9)
+        self._plots.objects = [pane for pane, shown in ((self._projection, bool(panels)),
+                                                        (self._datamap, "datamap" in self.plots)) if shown]
         legends = {p.legend for p in self.plots.values() if p.legend} | {p.notes for p in self.plots.values() if p.notes}
         self._legend.object = HTML("").join(sorted(legends))
         if state.message:
             notes.insert(0, state.message)
+        if state.compare and state.spec("datamap") is not None:
+            notes.append(Markdown("The data map is hidden while comparing checkpoints: turn off *Compare* to see it."))
         self._notes.object = Markdown("\n\n").join(notes)
         self._notes.visible = bool(notes)
