@@ -1,11 +1,21 @@
-"""The run store: one versioned Zarr v3 group per training run (see ``schema`` for the layout)."""
+"""The run store: one versioned Zarr v3 group per training run (see ``schema`` for the layout).
 
-from .location import Location
-from .reader import Checkpoint, Dynamics, Run
-from .rows import RowReader
-from .schema import SCHEMA_VERSION
-from .validate import Problem, Report, validate, validate_or_raise
-from .writer import RunWriter, iter_chunks
+Names load their module (and zarr, pandas) on first use, so code that only needs ``schema``'s constants (the CLI
+registering its options: ``t3vis --help``) stays light.
+"""
 
-__all__ = ["Checkpoint", "Dynamics", "Location", "Problem", "Report", "RowReader", "Run", "RunWriter",
-           "SCHEMA_VERSION", "iter_chunks", "validate", "validate_or_raise"]
+import importlib
+
+#: Public name -> the module that defines it.
+_EXPORTS = {"Location": "location", "Checkpoint": "reader", "Dynamics": "reader", "Run": "reader",
+            "RowReader": "rows", "SCHEMA_VERSION": "schema", "Problem": "validation", "Report": "validation",
+            "validate": "validation", "validate_or_raise": "validation", "RunWriter": "writer",
+            "iter_chunks": "writer"}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
