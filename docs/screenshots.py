@@ -71,10 +71,10 @@ def main() -> None:
             # a box over the data map's easy-to-learn corner (top left), where every run has examples
             canvas = page.locator(".bk-Canvas, .bk-canvas").nth(1).bounding_box()
             if canvas:
-                x0, y0 = canvas["x"] + canvas["width"] * 0.12, canvas["y"] + canvas["height"] * 0.08
+                x0, y0 = canvas["x"] + canvas["width"] * 0.2, canvas["y"] + canvas["height"] * 0.1
                 page.mouse.move(x0, y0)
                 page.mouse.down()
-                page.mouse.move(x0 + canvas["width"] * 0.25, y0 + canvas["height"] * 0.2, steps=8)
+                page.mouse.move(x0 + canvas["width"] * 0.3, y0 + canvas["height"] * 0.25, steps=8)
                 page.mouse.up()
                 page.wait_for_timeout(3000)
                 page.screenshot(path=str(out / "selection.png"))

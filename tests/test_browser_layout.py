@@ -173,10 +173,10 @@ def test_plots_save_as_png_with_a_white_background_and_as_svg_with_the_legend(de
     page, explorer = demo_page
     plot = explorer.projection.plots["a"]
     toolbar = page.locator(".t3-plots .bk-Toolbar").first
-    if toolbar.locator(".bk-tool-icon-save").count() == 0:  # a narrow plot folds its tools into a menu
+    if toolbar.locator('[title="Save as PNG"]').count() == 0:  # a narrow plot folds its tools into a menu
         toolbar.locator(".bk-tool-overflow").first.click()
     with page.expect_download() as png:
-        page.locator(".t3-plots .bk-tool-icon-save").first.click()
+        page.locator('.t3-plots [title="Save as PNG"]').first.click()
     assert png.value.suggested_filename == plot.export_name() + ".png"
     image = Image.open(png.value.path())
     assert image.size[0] >= 300

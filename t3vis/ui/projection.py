@@ -125,10 +125,41 @@ def show_layer(plot, visible: bool) -> None:
 SVG_ICON = "data:image/svg+xml;base64," + base64.b64encode(
     b'<svg xmlns="http://www.w3.org/2000/svg" width="18" height="18"><text x="0" y="12" font-size="7.5" '
     b'font-family="sans-serif" font-weight="bold" fill="#555">SVG</text></svg>').decode()
-#: Saves a Bokeh figure as SVG in the browser (BokehJS renders it again into an SVG context).
-SAVE_SVG = """
+#: Saves a Bokeh figure as PNG or SVG in the browser (BokehJS renders it again for the format) with the colour
+#: legend the page shows beside the plot drawn into its top-right corner. Args: plot, kind ("png"/"svg"),
+#: filename, title, items ([name, colour] pairs; none for a continuous colouring, whose colour bar is in the plot).
+SAVE_IMAGE = """
 const view = Bokeh.index.find_one(plot);
-view.export("svg").to_blob().then((blob) => {
+const layer = view.export(kind);
+if (items.length) {
+  const ctx = layer.ctx, r = layer.pixel_ratio, frame = view.frame.bbox, row = 15;
+  ctx.save();
+  ctx.scale(r, r);
+  ctx.font = "11px sans-serif";
+  const width = 26 + Math.max(ctx.measureText(title).width, ...items.map(([name]) => ctx.measureText(name).width));
+  const height = row * (items.length + 1) + 6;
+  const x = frame.right - width - 6, y = frame.top + 6;
+  ctx.fillStyle = "rgba(255, 255, 255, 0.85)";
+  ctx.strokeStyle = "#bbbbbb";
+  ctx.fillRect(x, y, width, height);
+  ctx.strokeRect(x, y, width, height);
+  ctx.fillStyle = "#222222";
+  ctx.textBaseline = "middle";
+  ctx.font = "bold 11px sans-serif";
+  ctx.fillText(title, x + 6, y + 3 + row / 2);
+  ctx.font = "11px sans-serif";
+  items.forEach(([name, color], i) => {
+    const cy = y + 3 + row * (i + 1.5);
+    ctx.fillStyle = color;
+    ctx.beginPath();
+    ctx.arc(x + 11, cy, 4.5, 0, 2 * Math.PI);
+    ctx.fill();
+    ctx.fillStyle = "#222222";
+    ctx.fillText(name, x + 20, cy);
+  });
+  ctx.restore();
+}
+layer.to_blob().then((blob) => {
   const link = document.createElement("a");
   link.href = URL.createObjectURL(blob);
   link.download = filename;
@@ -488,24 +519,20 @@ class ScatterPlot:
         return "t3vis-" + "-".join(filter(None, (safe_filename(p) for p in parts)))
 
     def _dress_for_export(self, fig) -> None:
-        """What a saved PNG or SVG needs that the page shows around the plot: a white background, the colour legend
-        drawn in the figure, a named file (no prompt), and an SVG save next to the PNG one."""
+        """What a saved image needs that the page shows around the plot: a white background, the colour legend and
+        a named file (no prompt). Bokeh's own save tool knows none of that, so two tools replace it: PNG and SVG."""
         from bokeh.models import CustomAction, CustomJS, SaveTool
 
         fig.background_fill_color = fig.border_fill_color = "white"
         name = self.export_name()
-        for tool in fig.toolbar.tools:
-            if isinstance(tool, SaveTool):
-                tool.update(filename=name, description="Save as PNG")
-        fig.add_tools(CustomAction(description="Save as SVG", icon=SVG_ICON, callback=CustomJS(
-            args={"plot": fig, "filename": name + ".svg"}, code=SAVE_SVG)))
-        if self.categorical:
-            for category, color in self.key.items():  # empty glyphs: they only give the legend its entries
-                fig.scatter([], [], color=color, size=8, legend_label=str(category))
-            legend = fig.legend[0]
-            legend.update(location="top_right", background_fill_alpha=0.75, label_text_font_size="9px",
-                          glyph_height=10, glyph_width=10, spacing=0, padding=4, margin=4,
-                          title=self.state.data.attribute(self.color).label, title_text_font_size="9px")
+        title = self.state.data.attribute(self.color).label if self.categorical else ""
+        items = [[str(category), color] for category, color in self.key.items()] if self.categorical else []
+        tools = [tool for tool in fig.toolbar.tools if not isinstance(tool, SaveTool)]
+        for kind, icon in (("png", "save"), ("svg", SVG_ICON)):
+            tools.append(CustomAction(description=f"Save as {kind.upper()}", icon=icon, callback=CustomJS(
+                args={"plot": fig, "kind": kind, "filename": f"{name}.{kind}", "title": title, "items": items},
+                code=SAVE_IMAGE)))
+        fig.toolbar.tools = tools
 
     def _push_marks(self, *events) -> None:
         """Redraw the marks in every rendered figure of this plot."""
