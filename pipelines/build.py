@@ -16,16 +16,28 @@ PIPELINE_SHARE = 0.3
 PIPELINE_STEPS = {"extract": 0.55, "importance": 0.75, "project": 0.95, "neighbours": 1.0}
 
 
+def step_fraction(step: str, done: int, total: int) -> float:
+    """How far the pipelines are (0..1) when ``done`` of ``step``'s ``total`` tasks have finished."""
+    names = list(PIPELINE_STEPS)
+    start = PIPELINE_STEPS[names[names.index(step) - 1]] if names.index(step) else 0.0
+    return start + (PIPELINE_STEPS[step] - start) * done / max(total, 1)
+
+
 def run_pipelines(path, progress: Progress = quiet) -> dict:
-    """Extract, importance and project for every checkpoint on a LocalCluster without a dashboard."""
+    """Extract, importance, project and neighbours for every checkpoint on a LocalCluster without a dashboard,
+    reporting each finished task (so a long projection step moves the bar and its ETA)."""
     from .run import run_pipeline
 
     def echo(message: str) -> None:
         step = message.split(":", 1)[0].strip()
-        progress(f"pipeline {message}", PIPELINE_STEPS.get(step, 0.0))
+        if step in PIPELINE_STEPS:
+            progress(f"pipeline {message}", PIPELINE_STEPS[step])
+
+    def task_done(step: str, done: int, total: int) -> None:
+        progress(f"pipeline {step}: {done}/{total} tasks", step_fraction(step, done, total))
 
     progress("pipeline: extracting hidden states", 0.0)
-    return run_pipeline(str(path), progress=False, echo=echo, dashboard=False)
+    return run_pipeline(str(path), progress=task_done, echo=echo, dashboard=False)
 
 
 def _then_pipelines(train, path, progress: Progress | None, pipeline: bool) -> Path:

@@ -145,9 +145,12 @@ def _tune_malloc() -> bool:
     return bool(libc.mallopt(m_mmap_threshold, 64 << 20) and libc.mallopt(m_trim_threshold, 256 << 20))
 
 
-def gather(client, futures: Iterable, *, desc: str, progress: bool = True,
+def gather(client, futures: Iterable, *, desc: str, progress: "bool | Callable[[str, int, int], None]" = True,
            on_result: Callable | None = None, describe: Callable | None = None) -> list:
     """Wait for ``futures`` in completion order with a progress bar; call ``on_result(future, result)`` for each.
+
+    ``progress`` may instead be a callable, told ``(desc, done, total)`` after each task (no bar then): how a
+    caller with its own progress display (the page's demo build, ``t3vis demo``) follows a step's tasks.
 
     A failed task cancels the rest. A ``T3VisError`` from a task is re-raised as is; an ``OSError`` (a full or
     read-only disk, a vanished file) becomes a PipelineError naming the task; anything else is a bug and propagates.
@@ -157,7 +160,9 @@ def gather(client, futures: Iterable, *, desc: str, progress: bool = True,
 
     futures = list(futures)
     results = []
-    bar = tqdm(total=len(futures), desc=desc, unit="task", disable=not progress or not futures, file=sys.stderr)
+    report = progress if callable(progress) else None
+    bar = tqdm(total=len(futures), desc=desc, unit="task", disable=not progress or report is not None or not futures,
+               file=sys.stderr)
     try:
         for future in as_completed(futures):
             try:
@@ -177,6 +182,8 @@ def gather(client, futures: Iterable, *, desc: str, progress: bool = True,
                 raise
             results.append(result)
             bar.update(1)
+            if report is not None:
+                report(desc, len(results), len(futures))
     finally:
         bar.close()
     return results

@@ -9,6 +9,8 @@ is marked, then marks the checkpoint complete. A killed run keeps its marked chu
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import time
 from dataclasses import dataclass
 
@@ -136,7 +138,7 @@ def commit_checkpoint(writer: RunWriter, name: str, attrs: dict | None = None) -
 
 def run_extract(client, url: str, *, checkpoints: list[str] | None = None, chunk_rows: int = schema.CHUNK_ROWS,
                 dtype: str = "auto", batch_size: int = 64, max_length: int | None = None, device: str | None = None,
-                progress: bool = True) -> dict:
+                progress: "bool | Callable[[str, int, int], None]" = True) -> dict:
     """Extract every (checkpoint, chunk) not yet done, on ``client``'s cluster; returns a summary.
 
     Earlier checkpoints get higher priority, so workers finish one checkpoint (one model each) before the next.

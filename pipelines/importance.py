@@ -6,6 +6,8 @@ Each of the three arrays (``head_importance``, ``head_importance_raw``, ``attent
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import time
 from dataclasses import dataclass
 
@@ -77,7 +79,7 @@ def importance_checkpoint(task: ImportanceTask) -> dict:
 
 def run_importance(client, url: str, *, checkpoints: list[str] | None = None, sample: int = 512, seed: int = 0,
                    dtype: str = "auto", batch_size: int = 32, max_length: int | None = None, attention_size: int = 64,
-                   device: str | None = None, progress: bool = True) -> dict:
+                   device: str | None = None, progress: "bool | Callable[[str, int, int], None]" = True) -> dict:
     """Head importance and aggregate attention for every checkpoint not yet done."""
     run, writer = open_run(url)
     names = select_checkpoints(run, checkpoints)

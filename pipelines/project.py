@@ -8,6 +8,8 @@ and their stored layout seeds the next checkpoint, so a resumed chain equals an 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import time
 from dataclasses import dataclass
 
@@ -57,7 +59,7 @@ def project_checkpoint(task: ProjectTask, previous: np.ndarray | None = None) ->
 
 def run_project(client, url: str, *, checkpoints: list[str] | None = None, methods: tuple[str, ...] = ("umap",),
                 layers: list[int] | None = None, pooling: str | None = None, aligned: bool = True, seed: int = 0,
-                progress: bool = True) -> dict:
+                progress: "bool | Callable[[str, int, int], None]" = True) -> dict:
     """Project the chosen layers of every checkpoint with each method, aligned along training order."""
     from t3vis.analysis.projection import METHODS
 

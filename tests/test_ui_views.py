@@ -361,3 +361,24 @@ def test_file_names_keep_only_safe_characters(text, expect):
     from t3vis.paths import safe_filename
 
     assert safe_filename(text) == expect
+
+
+@pytest.mark.parametrize("elapsed, fraction, expect", [(60, 0.5, "about 60 s left"), (60, 0.25, "about 3 min left"),
+                                                       (5, 0.01, ""), (300, 1.0, ""), (10, 0.2, "about 40 s left")])
+def test_time_left_from_the_rate_so_far(elapsed, fraction, expect):
+    from t3vis.ui.explorer import time_left
+
+    assert time_left(elapsed, fraction) == expect
+
+
+def test_the_demo_build_shows_its_stage_share_and_time_left(tmp_path):
+    import time
+
+    from t3vis.ui.explorer import DemoOffer
+
+    offer = DemoOffer(runs_dir=tmp_path)
+    offer._started = time.monotonic() - 120  # two minutes in
+    offer._report("pipeline project: 3/8 tasks", 0.8)
+    assert offer.progress.value == 80
+    shown = str(offer.status_pane.object).replace("\\", "")  # (Markdown escapes the stage's punctuation)
+    assert shown == "pipeline project: 3/8 tasks (80%, about 30 s left)"

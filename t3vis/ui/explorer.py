@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import traceback
 from pathlib import Path
 
@@ -49,6 +50,15 @@ def invalid_run(name: str, problems: list[str]) -> Markdown:
     return Markdown("\n").join(lines)
 
 
+def time_left(elapsed: float, fraction: float) -> str:
+    """"about N min left" from the time taken so far and the fraction done (the build weights its progress by
+    cost, so the rate holds); empty until 2% is done, when the estimate would be noise."""
+    if fraction < 0.02 or fraction >= 1:
+        return ""
+    seconds = elapsed * (1 - fraction) / fraction
+    return f"about {seconds:.0f} s left" if seconds < 90 else f"about {seconds / 60:.0f} min left"
+
+
 class DemoOffer(pn.viewable.Viewer):
     """Shown when the runs directory holds no run: builds the demo run in a thread, with progress."""
 
@@ -79,14 +89,18 @@ class DemoOffer(pn.viewable.Viewer):
         if self.building:
             return
         self.building = True
+        self._started = time.monotonic()
         self.button.disabled = True
         self.progress.visible = True
         doc = pn.state.curdoc
         threading.Thread(target=self._build, args=(doc,), name="t3vis-demo", daemon=True).start()
 
     def _report(self, message: str, fraction: float) -> None:
-        self.progress.value = int(round(100 * max(0.0, min(1.0, fraction))))
-        self.status_pane.object = Markdown("{} ({:.0f}%)").format(message, 100 * fraction)
+        fraction = max(0.0, min(1.0, fraction))
+        self.progress.value = int(round(100 * fraction))
+        left = time_left(time.monotonic() - self._started, fraction)
+        self.status_pane.object = Markdown("{} ({:.0f}%{})").format(message, 100 * fraction,
+                                                                    f", {left}" if left else "")
 
     def _build(self, doc) -> None:
         path = Path(self.runs_dir) / DEMO_RUN_NAME
