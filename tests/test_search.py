@@ -180,7 +180,7 @@ def test_search_combines_with_filters_and_brush_in_the_one_mask(small_run):
     found[reference(texts, "market")] = True
     assert 0 < found.sum() < n and np.array_equal(state.mask, found)
     assert state.n_selected == state.n_filtered == found.sum()
-    assert state.counts_text().startswith(f"**{found.sum():,}** selected · {found.sum():,} after filters and search")
+    assert state.counts_text().startswith(f"Nothing brushed · **{found.sum():,}** after filters and search")
 
     state.set_filter("label", ["business", "sport"])
     labels = np.asarray(run.label_names)[run.column("label")]
@@ -299,7 +299,7 @@ def test_typing_a_query_in_the_browser_changes_count_and_table(small_page, tmp_p
     box.press("Enter")
     try:
         expect(page.get_by_text(re.compile(rf"rows 1–20 of {expect_n:,}$"))).to_be_visible(timeout=30_000)
-        expect(page.get_by_text(re.compile(rf"^{expect_n:,} selected · {expect_n:,} after filters and search"))
+        expect(page.get_by_text(re.compile(rf"^Nothing brushed · {expect_n:,} after filters and search"))
                ).to_be_visible(timeout=30_000)
     except AssertionError:
         page.screenshot(path=str(tmp_path / "search-failed.png"), full_page=True)

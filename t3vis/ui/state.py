@@ -362,9 +362,15 @@ class ExplorerState(param.Parameterized):
         return Neighbours(int(of) if np.ndim(of) == 0 else None, int(np.size(of)), checkpoint, layer, rows, sims)
 
     def counts_text(self) -> Markdown:
+        """The sidebar's counts: what a brush selected, within what filters and search leave, of the run."""
         narrowed = Markdown("after filters and search") if self._searched is not None else Markdown("after filters")
-        return Markdown("**{:,}** selected · {:,} {} · {:,} examples").format(
-            self.n_selected, self.n_filtered, narrowed, self.n_total)
+        if self.has_selection:
+            return Markdown("**{:,}** selected · {:,} {} · {:,} examples").format(
+                self.n_selected, self.n_filtered, narrowed, self.n_total)
+        if self.filtered is None:
+            return Markdown("Nothing brushed (drag on a plot) · **{:,}** examples").format(self.n_total)
+        return Markdown("Nothing brushed · **{:,}** {} · {:,} examples").format(self.n_filtered, narrowed,
+                                                                                 self.n_total)
 
 
 @dataclass(frozen=True)

@@ -45,8 +45,8 @@ class DataTable(pn.viewable.Viewer):
     def __init__(self, **params):
         super().__init__(**params)
         self.table = pn.widgets.Tabulator(
-            pd.DataFrame(), pagination=None, disabled=True, selectable=False, show_index=True,
-            sizing_mode="stretch_width", height=480, layout="fit_data_table",
+            empty_page(), pagination=None, disabled=True, selectable=False, show_index=True,
+            sizing_mode="stretch_width", height=340, layout="fit_data_table",
             widths={"text": 420}, sortable={"text": False}, formatters={"text": HTML_CELLS},
             configuration={"columnDefaults": {"headerTooltip": True}})
         self.table.on_click(self._on_click)
@@ -100,7 +100,7 @@ class DataTable(pn.viewable.Viewer):
     def page_frame(self) -> pd.DataFrame:
         data = self.state.data
         if data is None:
-            return pd.DataFrame()
+            return empty_page()
         frame = data.rows(self.page_rows(), self.columns(), self.state.checkpoint, text_chars=None)
         if "text" in frame:  # every text cell is HTML made by ``marked`` (escaped), search hits in <mark>
             query = self.state.search_query
@@ -134,9 +134,10 @@ class DataTable(pn.viewable.Viewer):
             self.table.header_tooltips = {c: escape_html(data.attributes[c].description) for c in frame.columns
                                           if c in data.attributes and data.attributes[c].description}
         self.table.value = frame
-        first = (self.page - 1) * self.page_size + 1 if self._total else 0
+        first = (self.page - 1) * self.page_size + 1
         last = min(self.page * self.page_size, self._total)
-        info = Markdown("rows {:,}–{:,} of {:,}").format(first, last, self._total)
+        info = (Markdown("rows {:,}–{:,} of {:,}").format(first, last, self._total) if self._total
+                else Markdown("no rows: nothing matches the selection, filters and search"))
         if self.sort_by:
             info += Markdown(" · sorted by {} {}").format(self.sort_by, "↑" if self.ascending else "↓")
         if neighbours is not None:
@@ -189,6 +190,11 @@ class DataTable(pn.viewable.Viewer):
             out.write(f"# cut at {EXPORT_MAX_ROWS:,} of {state.n_selected:,} selected rows\n")
         out.seek(0)
         return out
+
+
+def empty_page() -> pd.DataFrame:
+    """No rows, its index named as a page's is (Tabulator would title an unnamed one "index")."""
+    return pd.DataFrame(index=pd.Index([], name="row"))
 
 
 def with_similarity(frame: pd.DataFrame, neighbours) -> pd.DataFrame:
