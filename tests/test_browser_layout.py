@@ -188,3 +188,50 @@ def test_plots_save_as_png_with_a_white_background_and_as_svg_with_the_legend(de
     text = open(svg.value.path(), encoding="utf-8").read()
     assert text.lstrip().startswith("<svg") and "<image" in text  # the rasters, embedded
     assert all(str(c) in text for c in explorer.state.data.attribute("label").categories)  # the legend's labels
+
+
+PAGE_STATE = """() => {
+  const titles = [];
+  const visit = (view, depth) => {
+    if (view == null || depth > 40) return;
+    if (view.frame !== undefined && view.model.title?.text) titles.push(view.model.title.text);
+    if (typeof view.children === "function") for (const child of view.children()) visit(child, depth + 1);
+  };
+  for (const view of Object.values(Bokeh.index)) visit(view, 0);
+  return titles.sort();
+}"""
+
+
+def page_picture(page) -> dict:
+    """What should not depend on how the page got its run: plot titles, the layer picked, the panels' places."""
+    layer = page.get_by_role("combobox", name="Layer").inner_text()
+    return {"titles": page.evaluate(PAGE_STATE), "layer": layer,
+            "panels": {n: box(page, f".t3-{n}") for n in ("plots", "table", "instance", "heads")}}
+
+
+def test_a_page_that_built_the_demo_run_shows_what_a_reload_shows(tmp_path, chromium, serve):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    sessions = []
+
+    def tiny_demo(path, progress):  # the page's build, with a synthetic run of the demo's size for speed
+        progress("training", 0.5)
+        synth_run(path, DEMO_N, checkpoints=2, num_layers=6, num_heads=2, hidden_size=4, seed=2)
+
+    def app():
+        sessions.append(Explorer(runs_dir=runs))
+        sessions[-1].demo.build = tiny_demo
+        return sessions[-1]
+
+    url = serve(app)
+    page = chromium.new_page(viewport=VIEWPORT)
+    page.goto(url)
+    page.get_by_role("button", name="Build the demo run").click()
+    expect(page.get_by_text(re.compile(rf"rows 1–20 of {DEMO_N:,}"))).to_be_visible(timeout=90_000)
+    page.wait_for_timeout(2000)
+    built = page_picture(page)
+    assert any(f"layer {built['layer']} " in title for title in built["titles"]), built
+    page.reload()
+    expect(page.get_by_text(re.compile(rf"rows 1–20 of {DEMO_N:,}"))).to_be_visible(timeout=90_000)
+    page.wait_for_timeout(2000)
+    assert page_picture(page) == built

@@ -63,6 +63,8 @@ class DemoOffer(pn.viewable.Viewer):
     """Shown when the runs directory holds no run: builds the demo run in a thread, with progress."""
 
     runs_dir = param.Parameter()
+    build = param.Callable(default=None, doc="``build(path, progress=...)`` writes the demo run at ``path``; "
+                                             "default ``pipelines.build.build_demo``.")
     status = param.String(default="")
     fraction = param.Number(default=0.0, bounds=(0, 1))
     building = param.Boolean(default=False)
@@ -70,6 +72,7 @@ class DemoOffer(pn.viewable.Viewer):
     def __init__(self, on_done=None, **params):
         super().__init__(**params)
         self._on_done = on_done
+        self._started = time.monotonic()  # reset when a build starts
         self.button = pmui.Button(label="Build the demo run", variant="contained", color="primary")
         self.button.on_click(self._start)
         self.progress = pmui.LinearProgress(value=0, visible=False, sizing_mode="stretch_width")
@@ -105,9 +108,11 @@ class DemoOffer(pn.viewable.Viewer):
     def _build(self, doc) -> None:
         path = Path(self.runs_dir) / DEMO_RUN_NAME
         try:
-            from pipelines.build import build_demo
+            if self.build is None:
+                from pipelines.build import build_demo
 
-            build_demo(path, progress=self._report)
+                self.build = build_demo
+            self.build(path, progress=self._report)
         except Exception as exc:  # show it in the page; the server stays up
             log.exception("demo build failed")
             self.status_pane.object = Markdown("**Building the demo failed:** {}").format(exc)
@@ -147,6 +152,8 @@ class Explorer(pn.viewable.Viewer):
                  **params):
         params.setdefault("state", ExplorerState())
         super().__init__(runs_dir=None if runs_dir is None else Path(runs_dir).resolve(), **params)
+        self._page = None  # built on first display
+        self._location = None
         load_extensions()  # in a notebook: Panel, Tabulator and bokeh inline (offline); served: the bokeh backend
         self.error = AlertPane("", alert_type="danger", visible=False, sizing_mode="stretch_width")
         self.picker = pmui.Select(label="Run", options=[], sizing_mode="stretch_width")
@@ -173,7 +180,6 @@ class Explorer(pn.viewable.Viewer):
             if name:
                 self.open_run(name)
         self.picker.param.watch(lambda e: e.new and self.open_run(e.new), "value")
-        self._page = None
 
     # ------------------------------------------------------------------ runs
     def _refresh_picker(self) -> None:
@@ -211,6 +217,12 @@ class Explorer(pn.viewable.Viewer):
         self.error.visible = True
 
     def _demo_done(self, name: str) -> None:
+        """The demo run is built: a served page reloads, so it shows exactly what any new page of the run shows
+        (opened in place, the page's selects, built for an empty runs directory, sent their first options back:
+        PCA of layer 3 where a new page shows UMAP of layer 6); in a notebook, the run opens in place."""
+        if self._location is not None:
+            self._location.reload = True
+            return
         self._refresh_picker()
         self.open_run(name)
         if self.demo is not None:
@@ -272,6 +284,8 @@ class Explorer(pn.viewable.Viewer):
 
     def __panel__(self):
         if self._page is None:
+            self._location = pn.state.location if pn.state.curdoc is not None and pn.state.curdoc.session_context \
+                else None  # a served page's URL (None in a notebook)
             self._page = pmui.Page(title="t3vis explorer", sidebar=self._controls(), main=self.main_area(),
                                    sidebar_width=330)
         return self._page
