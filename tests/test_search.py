@@ -17,7 +17,7 @@ from ui_fixtures import PAYLOADS
 from t3vis.errors import QueryError
 from t3vis.store import Run, RowReader, RunWriter
 from t3vis.store.search import TextSearch, parse
-from t3vis.ui.explorer import Explorer
+from t3vis.ui.explorer import Explorer, counts_text
 from t3vis.ui.state import ExplorerState
 
 #: Words the random texts are made of: case variants, unicode, punctuation inside and at the ends, prefixes of
@@ -180,7 +180,7 @@ def test_search_combines_with_filters_and_brush_in_the_one_mask(small_run):
     found[reference(texts, "market")] = True
     assert 0 < found.sum() < n and np.array_equal(state.mask, found)
     assert state.n_selected == state.n_filtered == found.sum()
-    assert state.counts_text().startswith(f"Nothing brushed · **{found.sum():,}** after filters and search")
+    assert counts_text(state).startswith(f"Nothing brushed · **{found.sum():,}** after filters and search")
 
     state.set_filter("label", ["business", "sport"])
     labels = np.asarray(run.label_names)[run.column("label")]
@@ -200,7 +200,7 @@ def test_search_combines_with_filters_and_brush_in_the_one_mask(small_run):
     assert state.n_selected == 0
     state.search = ""
     assert np.array_equal(state.mask, np.isin(labels, ["business", "sport"]) & brushed)
-    assert state.counts_text().endswith(f"after filters · {n:,} examples")
+    assert counts_text(state).endswith(f"after filters · {n:,} examples")
 
 
 def test_on_a_running_event_loop_the_search_runs_off_it_and_the_newest_query_wins(small_run):

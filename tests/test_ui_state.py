@@ -260,11 +260,13 @@ def test_state_saliency_methods_are_the_library_methods():
 
 
 def test_counts_say_whether_anything_is_brushed(small_run):
+    from t3vis.ui.explorer import counts_text
+
     state = ExplorerState(small_run)
     n = state.n_total
-    assert state.counts_text() == f"Nothing brushed (drag on a plot) · **{n:,}** examples"
+    assert counts_text(state) == f"Nothing brushed (drag on a plot) · **{n:,}** examples"
     state.set_filter("label", [state.data.attribute("label").categories[0]])
-    assert state.counts_text() == f"Nothing brushed · **{state.n_filtered:,}** after filters · {n:,} examples"
+    assert counts_text(state) == f"Nothing brushed · **{state.n_filtered:,}** after filters · {n:,} examples"
     state.selection = np.arange(n) < 100
-    assert state.counts_text() == (f"**{state.n_selected:,}** selected · {state.n_filtered:,} after filters · "
+    assert counts_text(state) == (f"**{state.n_selected:,}** selected · {state.n_filtered:,} after filters · "
                                    f"{n:,} examples")

@@ -50,6 +50,18 @@ def invalid_run(name: str, problems: list[str]) -> Markdown:
     return Markdown("\n").join(lines)
 
 
+def counts_text(state: ExplorerState) -> Markdown:
+    """The sidebar's counts: what a brush selected, within what filters and search leave, of the run."""
+    searched = state.search_query is not None
+    narrowed = Markdown("after filters and search") if searched else Markdown("after filters")
+    if state.has_selection:
+        return Markdown("**{:,}** selected · {:,} {} · {:,} examples").format(
+            state.n_selected, state.n_filtered, narrowed, state.n_total)
+    if state.filtered is None:
+        return Markdown("Nothing brushed (drag on a plot) · **{:,}** examples").format(state.n_total)
+    return Markdown("Nothing brushed · **{:,}** {} · {:,} examples").format(state.n_filtered, narrowed, state.n_total)
+
+
 def time_left(elapsed: float, fraction: float) -> str:
     """"about N min left" from the time taken so far and the fraction done (the build weights its progress by
     cost, so the rate holds); empty until 2% is done, when the estimate would be noise."""
@@ -231,7 +243,7 @@ class Explorer(pn.viewable.Viewer):
     # ------------------------------------------------------------------ sidebar
     @param.depends("state.n_selected", "state.n_filtered", "state.n_total", watch=True)
     def _update_counts(self) -> None:
-        self.counts.object = self.state.counts_text() if self.state.run is not None else ""
+        self.counts.object = counts_text(self.state) if self.state.run is not None else ""
 
     def _search_box(self):
         """The query box; it spins while a query runs (the page stays live meanwhile)."""

@@ -251,9 +251,8 @@ class ExplorerState(param.Parameterized):
 
     @param.depends("search", "search_regex", "search_case", watch=True)
     async def _on_search(self) -> None:
-        """Run the query in a thread (a 10M-row search takes ~1 s; the server's event loop serves every session
-        meanwhile) and apply its matches only if no newer query came in while it ran. Without a running event
-        loop (scripts, tests) param runs this to completion before the assignment returns."""
+        """Run the query in a thread (~1 s at 10M rows; the event loop serves every session meanwhile), keeping its
+        matches only if no newer query came in. Without an event loop (scripts) param runs it before returning."""
         data, text = self.data, self.search
         if data is None:
             return
@@ -360,17 +359,6 @@ class ExplorerState(param.Parameterized):
         query = int(of) if np.ndim(of) == 0 else ckpt.centroid(of, layer)
         rows, sims = ckpt.neighbours(query, self.neighbour_k, layer)
         return Neighbours(int(of) if np.ndim(of) == 0 else None, int(np.size(of)), checkpoint, layer, rows, sims)
-
-    def counts_text(self) -> Markdown:
-        """The sidebar's counts: what a brush selected, within what filters and search leave, of the run."""
-        narrowed = Markdown("after filters and search") if self._searched is not None else Markdown("after filters")
-        if self.has_selection:
-            return Markdown("**{:,}** selected · {:,} {} · {:,} examples").format(
-                self.n_selected, self.n_filtered, narrowed, self.n_total)
-        if self.filtered is None:
-            return Markdown("Nothing brushed (drag on a plot) · **{:,}** examples").format(self.n_total)
-        return Markdown("Nothing brushed · **{:,}** {} · {:,} examples").format(self.n_filtered, narrowed,
-                                                                                 self.n_total)
 
 
 @dataclass(frozen=True)
