@@ -10,7 +10,7 @@ for an existing cluster) or from Python::
 Workers import ``t3vis`` and ``pipelines``; they must see the store (a shared path or an fsspec URL).
 """
 
-import importlib
+from t3vis.lazy import lazy_attributes
 
 #: Public name -> the module that defines it; loaded on first use (``t3vis --help`` imports ``pipelines.commands``,
 #: which must not pull in Dask and torch).
@@ -20,8 +20,4 @@ _EXPORTS = {"dask_client": "cluster", "run_extract": "extract", "run_importance"
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _EXPORTS)

@@ -4,7 +4,7 @@ Names load their module (and zarr, pandas) on first use, so code that only needs
 registering its options: ``t3vis --help``) stays light.
 """
 
-import importlib
+from ..lazy import lazy_attributes
 
 #: Public name -> the module that defines it.
 _EXPORTS = {"Location": "location", "Checkpoint": "reader", "Dynamics": "reader", "Run": "reader",
@@ -14,8 +14,4 @@ _EXPORTS = {"Location": "location", "Checkpoint": "reader", "Dynamics": "reader"
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _EXPORTS)

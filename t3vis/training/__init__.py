@@ -4,7 +4,7 @@ a run store, and the demo / ``t3vis train`` fine-tuning loop (``pipelines.build`
 The Trainer callback imports ``transformers.TrainerCallback``; it is loaded on first use.
 """
 
-import importlib
+from ..lazy import lazy_attributes
 
 #: Public name -> the module that defines it; loaded on first use, so the CLI can register its subcommands without
 #: importing torch (``t3vis --help``).
@@ -14,8 +14,4 @@ _EXPORTS = {"MEASUREMENT": "recorder", "DynamicsRecorder": "recorder", "dynamics
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _EXPORTS)

@@ -17,7 +17,7 @@ listing methods (the UI state does) costs no torch import.
 
 from __future__ import annotations
 
-import importlib
+from ...lazy import lazy_attributes
 
 from .registry import METHODS, REGISTRY, SaliencyMethod, get_method, label_of, saliency
 
@@ -36,8 +36,4 @@ _LAZY = {
 
 __all__ = ["METHODS", "REGISTRY", "SaliencyMethod", "get_method", "label_of", "saliency", *_LAZY]
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
