@@ -48,7 +48,8 @@ def build_neighbours(task: NeighboursTask) -> dict:
 
 
 def run_neighbours(client, url: str, *, checkpoints: list[str] | None = None, layers: list[int] | None = None,
-                   pooling: str | None = None, k: int | None = None, progress: "bool | Callable[[str, int, int], None]" = True) -> dict:
+                   pooling: str | None = None, k: int | None = None,
+                   progress: "bool | Callable[[str, int, int], None]" = True) -> dict:
     """Build the kNN graph of the chosen layers (default: as ``project``) of every checkpoint not yet done."""
     from t3vis.analysis.neighbours import K
 

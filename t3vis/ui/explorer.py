@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 #: How to select, shown in the sidebar.
 HELP = Markdown("Drag a box (or lasso) on any plot to select; the selection shows in every plot and the table. "
                 "Click a point to open that example in the instance view (it is ringed in every plot). Wheel to "
-                "zoom; zoom far in to hover single examples. The toolbar's save button exports a plot as PNG.")
+                "zoom; zoom far in to hover single examples. The toolbar saves a plot as PNG or SVG, with its legend.")
 #: Most of a run's validation problems listed in the page.
 MAX_PROBLEMS = 10
 

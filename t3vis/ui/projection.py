@@ -617,7 +617,7 @@ class ProjectionView(pn.viewable.Viewer):
         # the row holds the panes that have a plot (toggling a HoloViews pane's ``visible`` trips Panel 1.9)
         self._plots.objects = [pane for pane, shown in ((self._projection, bool(panels)),
                                                         (self._datamap, "datamap" in self.plots)) if shown]
-        legends = {p.legend for p in self.plots.values() if p.legend} | {p.notes for p in self.plots.values() if p.notes}
+        legends = {text for p in self.plots.values() for text in (p.legend, p.notes) if text}
         self._legend.object = HTML("").join(sorted(legends))
         if state.message:
             notes.insert(0, state.message)
