@@ -25,3 +25,9 @@ def safe_filename(text: str) -> str:
     """``text`` as a file-name part: letters, digits, dot, dash and underscore; runs of anything else become one
     dash (run and checkpoint names come from users and may hold slashes or markup)."""
     return re.sub(r"[^A-Za-z0-9._]+", "-", str(text)).strip("-.")[:80]
+
+
+def export_filename(*parts: str) -> str:
+    """The name (no extension) of a file the app hands the user: ``t3vis-`` and the safe, non-empty ``parts``
+    (run, checkpoint, what it holds) joined by dashes."""
+    return "-".join(["t3vis", *filter(None, (safe_filename(p) for p in parts))])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import re
-import time
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from PIL import Image
 from playwright.sync_api import expect
 from ui_fixtures import *  # noqa: F403
 
+from test_browser import wait_for
 from test_browser_xss import choose
 
 from t3vis.store.synth import synth_run
@@ -47,15 +47,6 @@ TO_SCREEN = """([title, x, y]) => {
   }
   return [box.left + found.frame.x_scale.compute(x), box.top + found.frame.y_scale.compute(y)];
 }"""
-
-
-def wait_for(predicate, timeout=60.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import param
 from PIL import Image
 
 from ..errors import StoreError, T3VisError
-from ..paths import safe_filename
+from ..paths import export_filename
 from ..serving import NewestOnly, normalize_pruned, session_model
 from .state import ExplorerState
 from .text import HTML, AlertPane, Markdown, MarkdownPane
@@ -200,8 +200,7 @@ class HeadView(pn.viewable.Viewer):
     def _export_file(self):
         state = self.state
         if state.run is not None:
-            parts = (safe_filename(state.run.name) or "run", safe_filename(state.checkpoint or ""))
-            self._export.filename = "t3vis-{}-pruned-heads.json".format("-".join(filter(None, parts)))
+            self._export.filename = export_filename(state.run.name, state.checkpoint or "", "pruned-heads") + ".json"
         return io.StringIO(pruned_json(state.pruned_heads))
 
     # ------------------------------------------------------------------ data

@@ -38,7 +38,7 @@ import param
 
 from ..analysis.datamaps import AMBIGUOUS_VARIABILITY, EASY_CONFIDENCE, HARD_CONFIDENCE
 from ..errors import T3VisError
-from ..paths import safe_filename
+from ..paths import export_filename
 from . import masks
 from .data import CATEGORICAL, FLAG_CATEGORIES, PlotSpec
 from .state import ExplorerState
@@ -515,8 +515,7 @@ class ScatterPlot:
 
     def export_name(self) -> str:
         """The file name (no extension) a saved image of this plot gets: run, plot and colouring."""
-        parts = [self.state.data.run.name, self.spec.title, self.color or "density"]
-        return "t3vis-" + "-".join(filter(None, (safe_filename(p) for p in parts)))
+        return export_filename(self.state.data.run.name, self.spec.title, self.color or "density")
 
     def _dress_for_export(self, fig) -> None:
         """What a saved image needs that the page shows around the plot: a white background, the colour legend and

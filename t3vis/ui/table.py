@@ -16,7 +16,7 @@ import pandas as pd
 import panel as pn
 import param
 
-from ..paths import safe_filename
+from ..paths import export_filename
 from .data import CATEGORICAL, TEXT_PREVIEW_CHARS, page_order
 from .state import ExplorerState
 from .text import HTML_CELLS, Markdown, MarkdownPane, escape_html, marked
@@ -175,7 +175,7 @@ class DataTable(pn.viewable.Viewer):
         out = io.StringIO()
         if state.data is None:
             return out
-        self.download.filename = f"t3vis-{safe_filename(state.run.name) or 'run'}-selection.csv"
+        self.download.filename = export_filename(state.run.name, "selection") + ".csv"
         rows = state.rows()
         if self.sort_by is not None:
             rows = page_order(state.data.values(self.sort_by, state.checkpoint), rows, 0, len(rows), self.ascending)
