@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from t3vis.store import RunWriter
-from t3vis.training.demo import Progress, TrainConfig, quiet, train_demo, train_run
+from t3vis.training.demo import Progress, TrainConfig, quiet, train_demo, train_ner_demo, train_run
 
 #: Share of the whole job's time spent in the pipelines after training (weights the progress fraction).
 PIPELINE_SHARE = 0.3
@@ -51,14 +51,18 @@ def _then_pipelines(train, path, progress: Progress | None, pipeline: bool) -> P
     return Path(path)
 
 
-def build_demo(path=None, *, overwrite: bool = False, seed: int = 0, epochs: int = 3, noise: float = 0.05,
-               progress: Progress | None = None, pipeline: bool = True, runs_dir=None) -> Path:
-    """The demo run (``t3vis.training.demo.train_demo``), then the pipelines on it; returns the run path."""
+def build_demo(path=None, *, overwrite: bool = False, seed: int = 0, epochs: int | None = None,
+               noise: float = 0.05, progress: Progress | None = None, pipeline: bool = True, runs_dir=None,
+               task: str | None = None) -> Path:
+    """The demo run (``t3vis.training.demo.train_demo``; ``task`` "ner": ``train_ner_demo``), then the pipelines
+    on it; returns the run path."""
     from t3vis.paths import demo_run_path
 
-    path = Path(path) if path is not None else demo_run_path(runs_dir)
-    return _then_pipelines(lambda p: train_demo(path, overwrite=overwrite, seed=seed, epochs=epochs, noise=noise,
-                                                progress=p), path, progress, pipeline)
+    path = Path(path) if path is not None else demo_run_path(runs_dir, task=task)
+    train = train_ner_demo if task == "ner" else train_demo
+    epochs = epochs or (None if task == "ner" else 3)
+    return _then_pipelines(lambda p: train(path, overwrite=overwrite, seed=seed, epochs=epochs, noise=noise,
+                                           progress=p), path, progress, pipeline)
 
 
 def train_and_extract(path, dataset, *, model_path, config: TrainConfig = TrainConfig(), overwrite: bool = False,

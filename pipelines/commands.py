@@ -68,7 +68,8 @@ def _project_args(p: argparse.ArgumentParser) -> None:
                    help="hidden-state pooling (default: cls for encoders, mean for decoders)")
     g.add_argument("--independent", action="store_true",
                    help="do not align checkpoints (each projected from scratch; for comparison only)")
-    g.add_argument("--seed", type=argtypes.non_negative_int, default=0)
+    g.add_argument("--seed", type=argtypes.non_negative_int, default=0,
+                   help="random seed of UMAP / t-SNE (default 0; PCA needs none)")
 
 
 def _neighbours_args(p: argparse.ArgumentParser) -> None:

@@ -75,11 +75,15 @@ def extract_chunk(task: ChunkTask) -> dict:
     limit_threads()
     started = time.perf_counter()
     loaded = cached_checkpoint(local_weights(task.weights), dtype=task.dtype, device=task.device)
-    rows = slice(task.start, task.stop)
-    texts = read_rows(task.run, "text", rows)
-    labels = read_rows(task.run, "label", rows)
-    out = extract(loaded.model, loaded.tokenizer, texts, labels, batch_size=task.batch_size,
-                  max_length=task.max_length, task=get_task(task.task))
+    run_task = get_task(task.task)
+    if run_task.unit == "word":
+        out = _extract_words(loaded, task, run_task)
+    else:
+        rows = slice(task.start, task.stop)
+        texts = read_rows(task.run, "text", rows)
+        labels = read_rows(task.run, "label", rows)
+        out = extract(loaded.model, loaded.tokenizer, texts, labels, batch_size=task.batch_size,
+                      max_length=task.max_length, task=run_task)
     writer = RunWriter(task.run)
     units = [unit_of(task.checkpoint, a) for a in schema.EXTRACTED_ARRAYS]
     if not all(writer.is_staged(unit) for unit in units):
@@ -90,6 +94,24 @@ def extract_chunk(task: ChunkTask) -> dict:
         writer.mark_chunk(unit, task.index)
     return {"rows": task.stop - task.start, "tokens": int(out["length"].sum()), "dtype": str(loaded.dtype),
             "seconds": time.perf_counter() - started, "torch_threads": torch.get_num_threads()}
+
+
+def _extract_words(loaded, task: ChunkTask, run_task) -> dict:
+    """A word chunk's arrays: the forward pass needs whole sentences, so the chunk is widened to the sentences its
+    first and last words belong to, and only the chunk's own rows are kept."""
+    from t3vis.analysis.extraction import extract_words
+    from t3vis.tasks.token_classification import sentence_offsets
+
+    sentence = read_rows(task.run, "sentence", slice(0, None))
+    offsets = sentence_offsets(sentence)
+    lo, hi = int(offsets[sentence[task.start]]), int(offsets[sentence[task.stop - 1] + 1])
+    bounds = offsets[(offsets > lo) & (offsets < hi)] - lo
+    words = np.split(np.asarray(read_rows(task.run, "text", slice(lo, hi)), object), bounds)
+    tags = np.split(read_rows(task.run, "label", slice(lo, hi)).astype(np.int64), bounds)
+    out = extract_words(loaded.model, loaded.tokenizer, [list(map(str, w)) for w in words], tags,
+                        batch_size=task.batch_size, max_length=task.max_length, task=run_task)
+    keep = slice(task.start - lo, task.stop - lo)
+    return {name: values[:, keep] if name.startswith("hidden") else values[keep] for name, values in out.items()}
 
 
 def worker_dtypes(client, dtype: str, device: str | None) -> str:

@@ -52,7 +52,9 @@ def importance_sample(run, size: int, seed: int = 0) -> tuple[np.ndarray, str]:
 
 def importance_checkpoint(task: ImportanceTask) -> dict:
     """The Dask task: importance + attention for one checkpoint, written as three atomic units."""
-    from t3vis.analysis.importance import head_importance
+    from t3vis.analysis.importance import head_importance, word_head_importance
+    from t3vis.tasks import get_task
+    from t3vis.tasks.token_classification import run_sentences
     from t3vis.models.inference import cached_checkpoint
     from t3vis.store import Run
 
@@ -62,9 +64,13 @@ def importance_checkpoint(task: ImportanceTask) -> dict:
                                attn_implementation="eager")
     run = Run(task.run)
     rows = np.asarray(task.rows, dtype=np.int64)
-    texts, labels = run.column("text", rows), run.column("label", rows)
-    result = head_importance(loaded.model, loaded.tokenizer, texts, labels, batch_size=task.batch_size,
-                             max_length=task.max_length, attention_size=task.attention_size)
+    options = dict(batch_size=task.batch_size, max_length=task.max_length, attention_size=task.attention_size)
+    if get_task(run.task).unit == "word":  # the sentences of the sampled words, whole
+        sentences, tags = run_sentences(run, rows)
+        result = word_head_importance(loaded.model, loaded.tokenizer, sentences, tags, **options)
+    else:
+        texts, labels = run.column("text", rows), run.column("label", rows)
+        result = head_importance(loaded.model, loaded.tokenizer, texts, labels, **options)
     attrs = {"n_examples": result.n_examples, "split": task.split, "dtype": str(loaded.dtype),
              "batch_size": task.batch_size, "method": "michel2019: mean over batches of |d loss / d gate|"}
     writer = RunWriter(task.run)

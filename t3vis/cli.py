@@ -25,13 +25,15 @@ def cmd_validate(args) -> int:
 
 
 def _epoch_line(metrics: dict) -> str:
-    """``train accuracy 0.912, loss 0.310; validation accuracy ...`` from one epoch's recorded metrics."""
+    """``train accuracy 0.912, loss 0.310; validation accuracy ...`` from one epoch's recorded metrics (token runs:
+    word accuracy, loss and entity F1)."""
     parts = []
     for split in ("train", "validation"):
-        acc, loss = metrics.get(f"{split}_accuracy"), metrics.get(f"{split}_loss")
-        if acc is not None or loss is not None:
-            parts.append(f"{split} " + ", ".join(
-                [*([f"accuracy {acc:.3f}"] if acc is not None else []), *([f"loss {loss:.3f}"] if loss is not None else [])]))
+        values = [(name, metrics.get(f"{split}_{key}")) for key, name in
+                  (("accuracy", "accuracy"), ("loss", "loss"), ("entity_f1", "entity F1"))]
+        shown = [f"{name} {value:.3f}" for name, value in values if value is not None]
+        if shown:
+            parts.append(f"{split} " + ", ".join(shown))
     return "; ".join(parts) or "no metrics"
 
 
@@ -60,7 +62,8 @@ def cmd_info(args) -> int:
         print(json.dumps(info, indent=2, default=str))
         return 0
     print(f"{info['name']}  ({info['path']}, schema v{info['schema_version']})")
-    print(f"  task: {info['task']}   examples: {info['examples']:,}   labels: {', '.join(info['labels'])}")
+    unit = "words" if info["task"] == "token_classification" else "examples"  # a token run's rows are words
+    print(f"  task: {info['task']}   {unit}: {info['examples']:,}   labels: {', '.join(info['labels'])}")
     m = info["model"]
     print(f"  model: {m['name_or_path']} ({m['model_type']}, {m['num_layers']} layers x {m['num_heads']} heads, "
           f"hidden {m['hidden_size']})")
@@ -114,7 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "run): finds missing chunks and bad metadata, not altered bytes")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("info", help="summarise a run", description="Summarise a run: examples, model, checkpoints.")
+    p = sub.add_parser("info", help="summarise a run: examples, model, accuracy and loss per epoch, checkpoints",
+                       description="Summarise a run: its task, examples and labels, the model, the accuracy and mean "
+                       "loss of each training epoch per split (as recorded when training ended each epoch), and "
+                       "each checkpoint with its arrays and projections.")
     p.add_argument("run", type=argtypes.existing_path, help="run directory or fsspec URL")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)
@@ -124,8 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "flipped labels, dynamics, checkpoints, projections, head importance) without running a model.")
     p.add_argument("run", type=argtypes.output_dir, help="run directory to write")
     p.add_argument("--n", type=argtypes.positive_int, default=100_000, help="number of examples (default 100000)")
-    p.add_argument("--seed", type=argtypes.non_negative_int, default=0)
-    p.add_argument("--checkpoints", type=argtypes.positive_int, default=4)
+    p.add_argument("--seed", type=argtypes.non_negative_int, default=0, help="random seed (default 0)")
+    p.add_argument("--checkpoints", type=argtypes.positive_int, default=4,
+                   help="checkpoints epoch-0, epoch-1, ... to write (default 4)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run")
     p.set_defaults(func=cmd_synth)
 
@@ -148,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="name users' browsers reach the server by (repeat; default on loopback: localhost and "
                    "127.0.0.1; on a team address: ADDRESS:PORT)")
     p.add_argument("--num-threads", type=argtypes.positive_int, default=None,
-                   help="threads that build pages, so one slow page does not hold up the others")
+                   help="threads that build pages, so one slow page does not hold up the others (default: "
+                   "pages are built one at a time)")
     p.add_argument("--show", action="store_true", help="open the page in a browser")
     p.add_argument("panel_args", nargs=argparse.REMAINDER, metavar="-- PANEL_OPTIONS",
                    help="more `panel serve` options, e.g. -- --oauth-provider github --oauth-key ID --oauth-secret S")

@@ -10,6 +10,7 @@ from pathlib import Path
 RUNS_DIR_ENV = "T3VIS_RUNS_DIR"
 #: Name of the demo run (MiniLM fine-tuned on BBC News with injected label noise) inside the runs directory.
 DEMO_RUN_NAME = "bbc-news-minilm"
+NER_DEMO_RUN_NAME = "twitter-ner-minilm"
 
 
 def runs_dir(override: "str | os.PathLike | None" = None) -> Path:
@@ -17,8 +18,9 @@ def runs_dir(override: "str | os.PathLike | None" = None) -> Path:
     return Path(override or os.environ.get(RUNS_DIR_ENV) or "runs").expanduser().resolve()
 
 
-def demo_run_path(override: "str | os.PathLike | None" = None) -> Path:
-    return runs_dir(override) / DEMO_RUN_NAME
+def demo_run_path(override: "str | os.PathLike | None" = None, task: str | None = None) -> Path:
+    """Where ``t3vis demo`` writes (``task`` "ner": the token-classification demo)."""
+    return runs_dir(override) / (NER_DEMO_RUN_NAME if task == "ner" else DEMO_RUN_NAME)
 
 
 def safe_filename(text: str) -> str:

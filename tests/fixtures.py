@@ -107,3 +107,82 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------------------------------------ NER
+NER_TYPES = ["business", "sport"]
+NER_TAGS = ["O"] + [f"{p}-{t}" for t in NER_TYPES for p in ("B", "I")]
+
+
+def tiny_tagged(n: int = 40, seed: int = 0):
+    """A ``TaggedDataset`` of sentences of common words with one- or two-word topic mentions (B-/I- by topic);
+    every fourth sentence is validation."""
+    from t3vis.data.tagging import TaggedDataset
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        words, tags = [], []
+        for _ in range(int(rng.integers(3, 12))):
+            if rng.random() < 0.3:
+                kind = int(rng.integers(len(NER_TYPES)))
+                pool = TOPICS[NER_TYPES[kind]]
+                for j in range(int(rng.integers(1, 3))):
+                    words.append(pool[int(rng.integers(len(pool)))])
+                    tags.append(1 + 2 * kind + (j > 0))
+            else:
+                words.append(COMMON[int(rng.integers(len(COMMON)))])
+                tags.append(0)
+        rows.append({"tokens": words, "tags": tags, "split": "validation" if i % 4 == 0 else "train"})
+    return TaggedDataset(pd.DataFrame(rows), list(NER_TAGS), "tiny-ner", f"tests.fixtures.tiny_tagged(seed={seed})")
+
+
+def tiny_tagger(seed: int = 0, **config):
+    """A random 2-layer, 4-head BERT token classifier (hidden 32) over ``vocabulary()`` with ``NER_TAGS``."""
+    from transformers import AutoModelForTokenClassification
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=len(vocabulary()), num_labels=len(NER_TAGS), id2label=dict(enumerate(NER_TAGS)),
+                     label2id={t: i for i, t in enumerate(NER_TAGS)}, **{**TINY_CONFIG, **config})
+    return AutoModelForTokenClassification.from_config(cfg, attn_implementation="eager").eval()
+
+
+def record_tiny_ner_run(path: "str | Path", data=None, *, max_length: int = 32, seed: int = 0):
+    """Record a tiny tagger on ``data`` (default ``tiny_tagged()``): checkpoint epoch-0, one epoch of plain SGD
+    steps (in-training dynamics recorded), epoch-1. Returns ``(recorder, model, tokenizer, metrics)``."""
+    from t3vis.models.inference import pad_ids
+    from t3vis.training.words import WordDynamicsRecorder
+
+    path = Path(path)
+    tokenizer = tiny_tokenizer(path.parent / f".{path.name}-tokenizer")
+    model = tiny_tagger(seed, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    data = tiny_tagged() if data is None else data
+    recorder = WordDynamicsRecorder(path, data, max_length=max_length, bf16=False, batch_size=7)
+    recorder.start(model, tokenizer)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    model.train()
+    for rows in np.array_split(np.flatnonzero(recorder.input_split == "train"), 4):
+        ids, mask = pad_ids([recorder.token_ids[r] for r in rows], tokenizer.pad_token_id)
+        out = model(input_ids=ids, attention_mask=mask, labels=recorder.batch_labels(rows))
+        recorder.record_batch(rows, out.logits)
+        out.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    metrics = recorder.on_epoch_end(model, epoch=1, step=4)
+    recorder.finish()
+    return recorder, model.eval(), tokenizer, metrics
+
+
+def make_tiny_ner_run(tmp_path: "str | Path", name: str = "tiny-ner", **kwargs) -> Path:
+    """A complete tiny token-classification run: ``record_tiny_ner_run``, then the real pipelines (extract,
+    importance, PCA and UMAP projections of layers 1-2) on a one-worker LocalCluster. About a minute."""
+    from pipelines.run import run_pipeline
+
+    run = Path(tmp_path) / name
+    record_tiny_ner_run(run, **kwargs)
+    run_pipeline(str(run), steps=("extract", "importance", "project"), n_workers=1, dashboard=False,
+                 progress=False, echo=lambda message: None, extract={"dtype": "float32"},
+                 importance={"dtype": "float32", "sample": 64}, project={"methods": ("umap", "pca")})
+    RunWriter(str(run)).update_attrs(complete=True)
+    return run
+

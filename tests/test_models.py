@@ -285,8 +285,25 @@ def test_missing_directory_or_config_raises(tmp_path):
 
 def test_model_type_without_sequence_classification_raises(tmp_path):
     AutoConfig.for_model("vit", hidden_size=32, num_hidden_layers=1, num_attention_heads=4).save_pretrained(tmp_path)
-    with pytest.raises(ModelError, match="'vit' has no sequence-classification"):
+    with pytest.raises(ModelError, match="'vit' has no sequence classifier"):
         load_model(tmp_path)
+    with pytest.raises(ModelError, match="'vit' has no token classifier"):
+        load_model(tmp_path, head="token")
+
+
+def test_a_saved_head_loads_as_itself_and_not_as_the_other(tmp_path):
+    """A token classifier's checkpoint reloads as a token classifier; asking for a sequence classifier says what
+    it is (never a silently re-initialised head)."""
+    from transformers import BertConfig, BertForTokenClassification
+
+    from tests.fixtures import TINY_CONFIG, tiny_tokenizer, vocabulary
+
+    model = BertForTokenClassification(BertConfig(vocab_size=len(vocabulary()), num_labels=3, **TINY_CONFIG))
+    save_model(model, tiny_tokenizer(tmp_path / "tok"), tmp_path / "tagger")
+    loaded, _ = load_checkpoint(tmp_path / "tagger")
+    assert type(loaded).__name__ == "BertForTokenClassification"
+    with pytest.raises(ModelError, match="is a token classifier .* but a sequence classifier was asked for"):
+        load_model(tmp_path / "tagger")
 
 
 def test_pickled_weights_are_refused(tmp_path):

@@ -466,3 +466,64 @@ def test_listing_methods_imports_no_torch():
             "print(list(s.METHODS) == u.SALIENCY_METHODS, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["True", "False"]
+
+
+# --- a word's tag (token classification) --------------------------------------------------------------
+
+
+def tiny_tagger(*, biases: bool = True, seed: int = 0) -> nn.Module:
+    from transformers import BertForTokenClassification
+
+    config = BertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=4, intermediate_size=32,
+                        hidden_act="gelu", max_position_embeddings=32, vocab_size=50, num_labels=LABELS,
+                        pad_token_id=PAD, attn_implementation="eager")
+    return _randomize(BertForTokenClassification(config).double(), seed, biases)
+
+
+def test_gradient_x_input_of_a_word_tag_equals_autograd_on_the_token_logit():
+    """Through ``TokenTarget``: the gradient of the tag logit at each row's position, times the embeddings."""
+    from t3vis.analysis.saliency import TokenTarget
+
+    model = tiny_tagger()
+    ids, mask = batch()
+    positions, target = torch.tensor([4, 2]), torch.tensor([1, 2])
+    scores = gradient_x_input(TokenTarget(model, positions), ids, mask, target)
+    embeddings = model.get_input_embeddings()(ids).detach().requires_grad_(True)
+    logits = model(inputs_embeds=embeddings, attention_mask=mask).logits  # BERT: same as the id lookup
+    picked = logits[torch.arange(2), positions, target]
+    (gradient,) = torch.autograd.grad(picked.sum(), embeddings)
+    torch.testing.assert_close(scores, (gradient * embeddings).sum(-1) * mask)
+    # a different word of the same sentence is explained differently
+    other = gradient_x_input(TokenTarget(model, torch.tensor([1, 5])), ids, mask, target)
+    assert not torch.allclose(other, scores)
+    # predicted tags: the target is the argmax at the word's position
+    predicted = gradient_x_input(TokenTarget(model, positions), ids, mask, None)
+    best = logits.detach()[torch.arange(2), positions].argmax(-1)
+    torch.testing.assert_close(predicted, gradient_x_input(TokenTarget(model, positions), ids, mask, best))
+
+
+def test_lrp_conserves_a_word_tag_logit_and_integrated_gradients_completes():
+    from t3vis.analysis.saliency import TokenTarget
+
+    model = tiny_tagger(biases=False)
+    ids, mask = batch()
+    positions, target = torch.tensor([3, 5]), torch.tensor([0, 2])
+    wrapped = TokenTarget(model, positions)
+    result = lrp(wrapped, ids, mask, target)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(result.logit, logits[torch.arange(2), positions, target])
+    torch.testing.assert_close(result.relevance.sum(-1), result.logit, rtol=1e-9, atol=1e-12)
+    # integrated gradients repeats the rows per integration step: the positions follow them
+    ig = integrated_gradients(TokenTarget(tiny_tagger(), positions), ids, mask, target, steps=64)
+    assert ig.delta.abs().max() < 1e-3
+
+
+def test_a_word_target_needs_a_token_classifier_and_one_position_per_row():
+    from t3vis.analysis.saliency import TokenTarget
+
+    ids, mask = batch()
+    with pytest.raises(ModelError, match="token classifier"):
+        gradient_x_input(TokenTarget(tiny("bert"), torch.tensor([1, 2])), ids, mask, 0)
+    with pytest.raises(T3VisError, match="one position per row"):
+        gradient_x_input(TokenTarget(tiny_tagger(), torch.tensor([1, 2, 3])), ids, mask, 0)

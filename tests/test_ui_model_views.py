@@ -338,6 +338,19 @@ def test_repredict_selection_reports_the_change(run_path):
     assert change["baseline"] == "fresh"  # nothing extracted in this run: both passes ran
 
 
+def test_repredict_result_shows_under_its_button_until_the_pruning_changes(run_path):
+    state, instance, heads = views(run_path)
+    parts = instance._layout.objects
+    assert not instance._selection.visible  # no callout before anything was re-predicted
+    heads.click("prune:1,1")
+    asyncio.run(instance.repredict_selection())
+    assert instance._selection.visible and instance._selection.object.startswith("**Selection re-predicted** with 1")
+    # the callout follows its button and progress bar, above the example (whose tokens can fill the panel)
+    assert parts.index(instance._selection) == parts.index(instance._repredict) + 2 < parts.index(instance._header)
+    heads.click("prune:1,1")  # restored: the result no longer applies
+    assert not instance._selection.visible and instance._selection.object == ""
+
+
 def test_repredict_takes_the_unpruned_side_from_the_extracted_logits(tmp_path):
     run_path = make_tiny_run(tmp_path, n=12, checkpoints=1)
     run = Run(str(run_path))

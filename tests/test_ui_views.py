@@ -300,6 +300,32 @@ def test_page_explains_bad_runs_and_keeps_serving(broken_runs_dir):
     assert e.picker.options == ["corrupt", "empty", "future", "good"]
 
 
+def test_a_served_page_goes_to_the_picked_run_and_explains_a_bad_one_in_place(runs_dir, broken_runs_dir):
+    from panel.io.location import Location
+
+    e = Explorer(runs_dir=broken_runs_dir, run_name="good")
+    e._location = Location()  # as a served page has (a notebook has none and opens runs in place)
+    e.picker.value = "corrupt"  # explained here, on the run still open; the page stays
+    assert e.error.visible and "corrupt" in e.error.object and e.state.n_total == SMALL_N  # noqa: F405
+    e.picker.value = "future"
+    assert "schema_version" in e.error.object
+    e.picker.value = "good"  # back on the open run: nothing to build, no message left
+    assert not e.error.visible and e._location.search == "" and not e._location.reload
+    e = Explorer(runs_dir=runs_dir, run_name="small")
+    e._location = Location()
+    e.picker.value = "bare"  # a good run: the page is built afresh for it, as a new page of it is
+    assert e._location.search == "?run=bare" and e._location.reload and e.state.n_total == SMALL_N  # noqa: F405
+
+
+@pytest.mark.parametrize("name", ["plain", "a b+c&run=d#e?f%20", "ü/..", "<img src=x onerror=alert(1)>"])
+def test_run_query_carries_any_run_name(name):
+    from urllib.parse import parse_qs, urlsplit
+
+    from t3vis.ui.runs import run_query
+
+    assert parse_qs(urlsplit(run_query(name)).query) == {"run": [name]}
+
+
 def test_empty_runs_dir_offers_the_demo(tmp_path):
     e = Explorer(runs_dir=tmp_path)
     render(e)

@@ -150,6 +150,19 @@ register_score(MislabelScore(
 #: as the best baseline on both. ``PREFERENCE`` falls back for runs recorded without one of them.
 DEFAULT_SCORE = "aum_ensemble"
 PREFERENCE = (DEFAULT_SCORE, "train_aum", "aum", "confidence")
+#: Per task, where words are the rows, the measured best differs (benchmarks/bench_ner.py; RESULTS.md "Token
+#: classification"). Twitter NER, MiniLM tagger, 5% of training mentions flipped, entity words of the training split,
+#: seeds 0 and 1, recall in the top 10% / AUPR: confidence 0.656 / 0.316 and 0.676 / 0.323, train_confidence
+#: 0.656 / 0.288 and 0.638 / 0.292, loss 0.583 / 0.256 and 0.590 / 0.277, aum_ensemble 0.531 / 0.254 and
+#: 0.514 / 0.247. A flipped mention is rarely fitted by a tagger that reaches 0.5 entity F1, and the margins of the
+#: many hard-but-correct words of rare types crowd AUM's top ranks.
+TASK_PREFERENCE = {"token_classification": ("confidence", "train_confidence", "aum")}
+
+
+def preference_for(run) -> tuple[str, ...]:
+    """The order in which ``run``'s task prefers scores for ``mislabel_score`` (``PREFERENCE`` unless measured
+    otherwise for the task)."""
+    return TASK_PREFERENCE.get(getattr(run, "task", None), PREFERENCE)
 
 
 def score_inputs(dynamics: Any) -> dict[str, np.ndarray]:
@@ -163,20 +176,21 @@ def available_scores(inputs) -> list[MislabelScore]:
     return [s for s in SCORES.values() if all(k in inputs for k in s.needs)]
 
 
-def default_score(inputs) -> MislabelScore:
+def default_score(inputs, preference: tuple[str, ...] = PREFERENCE) -> MislabelScore:
     """The score behind ``mislabel_score`` for ``inputs`` (arrays by name, or just the names): the first of
-    ``PREFERENCE`` they allow."""
-    for name in PREFERENCE:
+    ``preference`` (a run's: ``preference_for(run)``) they allow."""
+    for name in preference:
         score = SCORES.get(name)
         if score is not None and all(k in inputs for k in score.needs):
             return score
     raise ValueError(f"no mislabel score can be computed from {sorted(inputs)}; expected the recorded dynamics "
-                     f"({', '.join(PREFERENCE)} need {[SCORES[n].needs for n in PREFERENCE if n in SCORES]})")
+                     f"({', '.join(preference)} need {[SCORES[n].needs for n in preference if n in SCORES]})")
 
 
-def mislabel_score(inputs: dict[str, np.ndarray], name: str | None = None) -> np.ndarray:
+def mislabel_score(inputs: dict[str, np.ndarray], name: str | None = None,
+                   preference: tuple[str, ...] = PREFERENCE) -> np.ndarray:
     """One score (``name``, default: ``default_score``) for every example, float32, higher = more suspect."""
-    score = default_score(inputs) if name is None else SCORES.get(name)
+    score = default_score(inputs, preference) if name is None else SCORES.get(name)
     if score is None:
         raise ValueError(f"mislabel score {name!r}: expected one of {sorted(SCORES)}")
     missing = [k for k in score.needs if k not in inputs]
@@ -196,17 +210,18 @@ COLUMN_DEFINITIONS = {
 }
 
 
-def column_description(column: str, inputs) -> str:
+def column_description(column: str, inputs, preference: tuple[str, ...] = PREFERENCE) -> str:
     """One line saying what a ``datamap_columns`` column is, for ``inputs`` (arrays by name, or the names)."""
     if column == MISLABEL_COLUMN:
-        return f"{MISLABEL_COLUMN} = {default_score(inputs).description}"
+        return f"{MISLABEL_COLUMN} = {default_score(inputs, preference).description}"
     for score in SCORES.values():
         if score.column == column:
             return score.description
     return f"{column}: {COLUMN_DEFINITIONS[column]}"
 
 
-def datamap_columns(dynamics: Any, labels: np.ndarray) -> dict[str, np.ndarray]:
+def datamap_columns(dynamics: Any, labels: np.ndarray, preference: tuple[str, ...] = PREFERENCE
+                    ) -> dict[str, np.ndarray]:
     """Per-example columns from recorded dynamics, all rows: ``prediction`` (the last epoch's), confidence,
     variability, correctness, ``mislabel_score`` and every available ``<name>_score``. One source: the recorded
     dynamics (eval mode at epoch ends; ``train_*`` from the training forward passes)."""
@@ -214,7 +229,7 @@ def datamap_columns(dynamics: Any, labels: np.ndarray) -> dict[str, np.ndarray]:
     inputs = score_inputs(dynamics)
     out = {"prediction": np.asarray(dynamics.pred[-1], np.int16), "confidence": dm.confidence,
            "variability": dm.variability, "correctness": dm.correctness,
-           MISLABEL_COLUMN: mislabel_score(inputs)}
+           MISLABEL_COLUMN: mislabel_score(inputs, preference=preference)}
     for score in available_scores(inputs):
         out[score.column] = mislabel_score(inputs, score.name)
     return out
@@ -263,7 +278,7 @@ def run_columns(run) -> dict[str, np.ndarray] | None:
     """``datamap_columns`` of a run (all rows), or None before any epoch: the one place ``run_data_map``, the
     explorer and ``t3vis export`` get them from (inputs a run records outside its dynamics would join here)."""
     dynamics = run.dynamics()
-    return None if dynamics is None else datamap_columns(dynamics, run.column("label"))
+    return None if dynamics is None else datamap_columns(dynamics, run.column("label"), preference_for(run))
 
 
 def run_data_map(run, split: str | None = "train"):
@@ -277,5 +292,5 @@ def run_data_map(run, split: str | None = "train"):
         return None
     rows = split_rows(run, split)
     out = pd.DataFrame({k: v[rows] for k, v in columns.items()}, index=pd.Index(rows, name="row"))
-    out.attrs[MISLABEL_COLUMN] = column_description(MISLABEL_COLUMN, run.dynamics_arrays())
+    out.attrs[MISLABEL_COLUMN] = column_description(MISLABEL_COLUMN, run.dynamics_arrays(), preference_for(run))
     return out

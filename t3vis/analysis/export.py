@@ -16,12 +16,16 @@ import numpy as np
 import pandas as pd
 
 from ..errors import StoreError, T3VisError
-from .datamaps import MISLABEL_COLUMN, column_description, run_columns
+from .datamaps import MISLABEL_COLUMN, column_description, preference_for, run_columns
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
-WHAT = ("datamap",)
+WHAT = ("datamap", "sentences")
+#: Share of a token run's training entity words whose mislabel score counts as suspect in ``sentence_frame``.
+SUSPECT_SHARE = 0.10
 #: Example columns exported before the dynamics columns, then after them (when the run has them).
 LEADING, TRAILING = ("split", "text", "label"), ("flipped", "original_label")
+#: A token run's rows are words: which sentence, where in it, and the word in its sentence.
+WORD_LEADING = ("split", "sentence", "position", "text", "context", "label")
 
 
 class ExportError(T3VisError):
@@ -29,7 +33,8 @@ class ExportError(T3VisError):
 
 
 def datamap_frame(run) -> pd.DataFrame:
-    """One row per example (all splits), label names decoded; ``attrs['mislabel_score']`` defines the score."""
+    """One row per example (a token run: per word; all splits), label names decoded; ``attrs['mislabel_score']``
+    defines the score."""
     columns = run_columns(run)
     if columns is None:
         raise StoreError(f"{run.loc.url}: no training dynamics recorded, so no data map to export (record the run "
@@ -39,8 +44,9 @@ def datamap_frame(run) -> pd.DataFrame:
     ids = run.column("id")
     if not np.array_equal(ids, out["row"]):
         out["id"] = ids
-    frame = run.examples(columns=[c for c in LEADING + TRAILING if c in run.columns])
-    out.update({c: frame[c] for c in LEADING if c in frame})
+    leading = WORD_LEADING if run.task == "token_classification" else LEADING
+    frame = run.examples(columns=[c for c in leading + TRAILING if c in run.columns])
+    out.update({c: frame[c] for c in leading if c in frame})
     out["prediction"] = pd.Categorical.from_codes(columns.pop("prediction").astype(np.int64), categories=names)
     out.update(columns)
     out.update({c: frame[c] for c in TRAILING if c in frame})
@@ -48,8 +54,40 @@ def datamap_frame(run) -> pd.DataFrame:
     for col in ("split", "label", "prediction", "original_label"):  # names, not category codes, in every format
         if col in table:
             table[col] = table[col].astype(str)
-    table.attrs[MISLABEL_COLUMN] = column_description(MISLABEL_COLUMN, run.dynamics_arrays())
+    table.attrs[MISLABEL_COLUMN] = column_description(MISLABEL_COLUMN, run.dynamics_arrays(), preference_for(run))
     return table
+
+
+def sentence_frame(run) -> pd.DataFrame:
+    """A token run's sentences, one row each, with what its words say (the example level of a word run): the
+    sentence, ``n_words``, ``n_entity_words`` (given tag not ``O``), ``least_confident_word`` and its
+    ``least_confidence``, ``suspect_words`` (words whose ``mislabel_score`` is in the top ``SUSPECT_SHARE`` of the
+    training split's entity words), ``max_mislabel_score``, and with noise ``flipped_words``. Sorted as stored."""
+    if run.task != "token_classification":
+        raise ExportError(f"--what sentences: {run.name} is a {run.task} run; sentences exist in token-classification "
+                          "runs (use --what datamap)")
+    words = datamap_frame(run)
+    words["entity"] = words["label"] != "O"
+    train_entities = words.loc[(words["split"] == "train") & words["entity"], MISLABEL_COLUMN]
+    threshold = train_entities.quantile(1 - SUSPECT_SHARE) if len(train_entities) else np.inf
+    words["suspect"] = words["entity"] & (words[MISLABEL_COLUMN] >= threshold)
+    grouped = words.groupby("sentence", sort=True)
+    least = words.loc[grouped["confidence"].idxmin()].set_index("sentence")
+    out = pd.DataFrame({
+        "split": grouped["split"].first(),
+        "text": grouped["text"].agg(lambda w: " ".join(map(str, w))),
+        "n_words": grouped.size(),
+        "n_entity_words": grouped["entity"].sum(),
+        "least_confident_word": least["text"],
+        "least_confidence": least["confidence"],
+        "suspect_words": grouped["suspect"].sum(),
+        "max_mislabel_score": grouped[MISLABEL_COLUMN].max(),
+    })
+    if "flipped" in words:
+        out["flipped_words"] = grouped["flipped"].sum()
+    out = out.reset_index()
+    out.attrs[MISLABEL_COLUMN] = words.attrs[MISLABEL_COLUMN]
+    return out
 
 
 def export(run, what: str, out: "str | os.PathLike", *, overwrite: bool = False) -> pd.DataFrame:
@@ -66,7 +104,7 @@ def export(run, what: str, out: "str | os.PathLike", *, overwrite: bool = False)
         raise ExportError(f"{out}: already exists; pass --overwrite to replace it")
     if not out.parent.is_dir():
         raise ExportError(f"{out.parent}: no such directory; expected an existing directory for the output file")
-    table = datamap_frame(run)
+    table = sentence_frame(run) if what == "sentences" else datamap_frame(run)
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         if fmt == "csv":

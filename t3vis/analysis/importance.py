@@ -60,7 +60,9 @@ def gated_loss(model: nn.Module, gates: torch.Tensor, input_ids: torch.Tensor, a
     with head_gates(model, gates):
         out = model(input_ids=input_ids, attention_mask=attention_mask, output_attentions=output_attentions)
     logits = out.logits if out.logits.dtype == torch.float64 else out.logits.float()  # fp32 at least
-    loss = F.cross_entropy(logits, labels, reduction="sum")
+    if logits.ndim == 3:  # a token classifier: labels [B, T], -100 where no tag is read (the standard alignment)
+        logits, labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
+    loss = F.cross_entropy(logits, labels, reduction="sum", ignore_index=-100)
     return loss, (out.attentions if output_attentions else None)
 
 
@@ -71,11 +73,29 @@ def head_importance(model: nn.Module, tokenizer, texts, labels, *, batch_size: i
     ``attention_size`` is ``m``; 0 skips the attention patterns. Attention needs a model loaded with
     ``attn_implementation="eager"`` (the only one that returns attention weights).
     """
-    num_layers, num_heads = num_layers_heads(model)
-    device = next(model.parameters()).device
     labels = np.asarray(labels, dtype=np.int64)
     ids = tokenize(tokenizer, texts, max_length or model_max_length(model, tokenizer))
-    pad = pad_token_id(tokenizer, model)
+    return importance_of_inputs(model, ids, list(labels), pad_token_id(tokenizer, model), batch_size=batch_size,
+                                attention_size=attention_size)
+
+
+def word_head_importance(model: nn.Module, tokenizer, sentences, tags, *, batch_size: int = 32,
+                         max_length: int | None = None, attention_size: int = 64) -> HeadImportance:
+    """``head_importance`` of a token classifier over ``sentences`` (lists of words) with their ``tags``: the
+    loss is the summed cross-entropy of every word's tag at its first sub-token."""
+    from ..data.subwords import align_words
+
+    alignment = align_words(tokenizer, sentences, tags, max_length or model_max_length(model, tokenizer))
+    return importance_of_inputs(model, alignment.input_ids, alignment.labels, pad_token_id(tokenizer, model),
+                                batch_size=batch_size, attention_size=attention_size)
+
+
+def importance_of_inputs(model: nn.Module, ids, targets, pad: int, *, batch_size: int = 32,
+                         attention_size: int = 64) -> HeadImportance:
+    """The shared loop: ``ids`` token ids per input, ``targets`` a class id per input (sequence classifier) or
+    a label per token, -100 where none (token classifier)."""
+    num_layers, num_heads = num_layers_heads(model)
+    device = next(model.parameters()).device
     m = int(attention_size)
     gates = torch.ones(num_layers, num_heads, device=device, requires_grad=True)
     total = torch.zeros(num_layers, num_heads, dtype=torch.float64, device=device)
@@ -85,7 +105,8 @@ def head_importance(model: nn.Module, tokenizer, texts, labels, *, batch_size: i
         for rows in length_batches([len(x) for x in ids], batch_size):
             input_ids, mask = pad_ids([ids[i] for i in rows], pad)
             input_ids, mask = input_ids.to(device), mask.to(device)
-            loss, attentions = gated_loss(model, gates, input_ids, mask, torch.as_tensor(labels[rows], device=device),
+            loss, attentions = gated_loss(model, gates, input_ids, mask, _batch_targets(targets, rows, mask.shape[1],
+                                                                                       device),
                                           output_attentions=m > 0)
             (grad,) = torch.autograd.grad(loss, gates)
             total += grad.abs().double()
@@ -94,6 +115,17 @@ def head_importance(model: nn.Module, tokenizer, texts, labels, *, batch_size: i
     raw = (total / max(1, len(ids))).cpu().numpy().astype(np.float32)
     attention = (att_sum / att_count.clamp(min=1)).cpu().numpy().astype(np.float32)
     return HeadImportance(raw=raw, normalized=normalize_per_layer(raw), attention=attention, n_examples=len(ids))
+
+
+def _batch_targets(targets, rows, width: int, device) -> torch.Tensor:
+    """The batch's labels: ``[B]`` class ids, or ``[B, width]`` token labels right-padded with -100."""
+    picked = [targets[i] for i in rows]
+    if np.ndim(picked[0]) == 0:
+        return torch.as_tensor(np.asarray(picked, np.int64), device=device)
+    out = torch.full((len(picked), width), -100, dtype=torch.long)
+    for b, row in enumerate(picked):
+        out[b, :len(row)] = torch.as_tensor(row, dtype=torch.long)
+    return out.to(device)
 
 
 def _accumulate_attention(att_sum: torch.Tensor, att_count: torch.Tensor, attentions, mask: torch.Tensor,

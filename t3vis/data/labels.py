@@ -10,6 +10,7 @@ Imports numpy and pandas only (no transformers): a config is read by duck typing
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -101,3 +102,36 @@ def align_labels(ds: TextDataset, model_names: Sequence[str] | None, *,
             frame[column] = new_id[frame[column].to_numpy()]
     step = f"align_labels({where}: {_mapping(model_names)})"
     return TextDataset(frame, model_names, ds.name, ds.source, ds.steps + (step,), labels_are_ids=True)
+
+
+#: Columns of a ``TaggedDataset`` frame holding lists of tag ids (re-numbered together).
+TAG_COLUMNS = ("tags", "original_tags")
+
+
+def align_tags(ds, model_names: Sequence[str] | None, *, where: str = "the model's config.id2label"):
+    """A ``TaggedDataset`` whose tag ids mean the token classifier's outputs (``model_names[k]`` is output k).
+
+    Tags are names (``B-person``), so they are re-numbered through the model's names; a tag the model lacks is
+    refused with both mappings named. ``model_names`` None (a base model, placeholder names): ``ds`` unchanged.
+    """
+    if model_names is None:
+        return ds
+    model_names = [str(name) for name in model_names]
+    names = list(ds.tag_names)
+    used = sorted({int(t) for column in TAG_COLUMNS if column in ds.frame for tags in ds.frame[column] for t in tags})
+    missing = [names[i] for i in used if names[i] not in model_names]
+    if missing:
+        raise DatasetError(f"{ds.name}: the data's tags {_mapping(names)} do not match {where} "
+                           f"{_mapping(model_names)}: the model has no tag {missing[0]!r}"
+                           + (f" (nor {missing[1:]})" if missing[1:] else "")
+                           + "; expected a model trained on these tags, or a base model")
+    if names == model_names:
+        return ds
+    position = {name: i for i, name in enumerate(model_names)}
+    new_id = np.array([position.get(name, -1) for name in names], np.int64)
+    frame = ds.frame.copy()
+    for column in TAG_COLUMNS:
+        if column in frame:
+            frame[column] = [new_id[np.asarray(tags, np.int64)].tolist() for tags in frame[column]]
+    return replace(ds, frame=frame.reset_index(drop=True), tag_names=model_names,
+                   steps=ds.steps + (f"align_tags({where}: {_mapping(model_names)})",))

@@ -36,16 +36,10 @@ def split_train_validation(
     within one example. A dataset that already has validation rows (e.g. from its file) is returned unchanged
     unless ``overwrite=True``.
     """
-    if not 0 < validation_fraction < 1:
-        raise DatasetError(f"validation_fraction={validation_fraction!r}: expected a number between 0 and 1")
-    frame = ds.frame
-    if (frame["split"] == "validation").any() and not overwrite:
+    n_validation = validation_count(ds, validation_fraction, overwrite, "examples")
+    if n_validation is None:
         return ds
-    n = len(frame)
-    n_validation = round(validation_fraction * n)
-    if not 0 < n_validation < n:
-        raise DatasetError(f"{ds.name}: validation_fraction={validation_fraction} of {n} examples leaves a split "
-                           "empty; expected more examples or another fraction")
+    frame, n = ds.frame, len(ds.frame)
     rng = np.random.default_rng(seed)
     labels = frame["label"].to_numpy()
     is_validation = np.zeros(n, dtype=bool)
@@ -63,3 +57,19 @@ def split_train_validation(
     step = (f"split_train_validation(validation_fraction={validation_fraction}, seed={seed}, "
             f"stratify={stratify})")
     return ds.with_frame(out, step)
+
+
+def validation_count(ds, validation_fraction: float, overwrite: bool, rows: str) -> int | None:
+    """How many ``rows`` (examples, sentences) of ``ds`` a split puts in validation, or None when ``ds`` already
+    has validation rows and ``overwrite`` is off (they are kept); a clear error for a fraction that empties a split."""
+    if not 0 < validation_fraction < 1:
+        raise DatasetError(f"validation_fraction={validation_fraction!r}: expected a number between 0 and 1")
+    frame = ds.frame
+    if (frame["split"] == "validation").any() and not overwrite:
+        return None
+    n = len(frame)
+    n_validation = round(validation_fraction * n)
+    if not 0 < n_validation < n:
+        raise DatasetError(f"{ds.name}: validation_fraction={validation_fraction} of {n} {rows} leaves a split "
+                           f"empty; expected more {rows} or another fraction")
+    return n_validation

@@ -208,13 +208,18 @@ def measured_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
 
 def predict_logits(model: nn.Module, token_ids: Sequence[Sequence[int]], *, pad_id: int,
                    padding_side: str = "right", batch_size: int = 64, bf16: bool = False,
-                   chunk_rows: int | None = None, on_batch=None) -> np.ndarray:
+                   chunk_rows: int | None = None, on_batch=None,
+                   positions: Sequence[np.ndarray] | None = None) -> np.ndarray:
     """Logits ``[n, classes]`` (float32) in eval mode without gradients, computed the way the pipelines' extraction
     computes a checkpoint's: rows in blocks of ``chunk_rows`` (default: the store's chunk), each cut into length-sorted
     batches (``length_batches``), padded (``pad_ids``), with the weights cast to bf16 when ``bf16`` (a copy; never
     autocast). Same weights, same numbers, up to bf16 rounding. The model's train/eval mode is restored.
 
     ``on_batch(rows_done)`` is called after each batch (for progress bars).
+
+    ``positions`` (a token classifier, logits ``[batch, tokens, classes]``): per input, the token positions whose
+    logits to keep (a word's first sub-token; -1: not measured, NaN logits). The result then has one row per
+    position, inputs in order (``unit_offsets``).
     """
     from ..store.schema import CHUNK_ROWS
 
@@ -224,6 +229,7 @@ def predict_logits(model: nn.Module, token_ids: Sequence[Sequence[int]], *, pad_
     was_training = model.training
     measured.eval()
     lengths = np.fromiter(map(len, token_ids), np.int64, len(token_ids))
+    offsets = None if positions is None else unit_offsets(positions)
     out: np.ndarray | None = None
     try:
         with torch.inference_mode():
@@ -235,13 +241,35 @@ def predict_logits(model: nn.Module, token_ids: Sequence[Sequence[int]], *, pad_
                     logits = measured(input_ids=input_ids.to(device), attention_mask=mask.to(device))
                     logits = logits.logits.float().cpu().numpy()
                     if out is None:
-                        out = np.empty((len(token_ids), logits.shape[1]), np.float32)
-                    out[rows] = logits
+                        units = len(token_ids) if positions is None else int(offsets[-1])
+                        out = np.empty((units, logits.shape[-1]), np.float32)
+                    if positions is None:
+                        out[rows] = logits
+                    else:
+                        shift = input_ids.shape[1] - mask.sum(1).numpy() if padding_side == "left" else None
+                        for i, r in enumerate(rows):
+                            out[offsets[r]:offsets[r + 1]] = token_logits(
+                                logits[i], positions[r], 0 if shift is None else int(shift[i]))
                     if on_batch is not None:
                         on_batch(len(rows))
     finally:
         model.train(was_training)
     return out if out is not None else np.empty((0, 0), np.float32)
+
+
+def unit_offsets(positions: Sequence[np.ndarray]) -> np.ndarray:
+    """Where each input's units start in a per-unit array (``[n_inputs + 1]``, the last entry the total)."""
+    return np.concatenate([[0], np.cumsum([len(p) for p in positions])]).astype(np.int64)
+
+
+def token_logits(logits: np.ndarray, positions: np.ndarray, shift: int = 0) -> np.ndarray:
+    """The rows of one input's token logits ``[tokens, C]`` at ``positions`` (+ ``shift``: left padding), NaN for
+    a position of -1 (a word the truncation cut off)."""
+    positions = np.asarray(positions, np.int64)
+    out = np.full((len(positions), logits.shape[-1]), np.nan, np.float32)
+    kept = positions >= 0
+    out[kept] = logits[positions[kept] + shift]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------- cache

@@ -1,24 +1,56 @@
-"""Load, save and describe sequence-classification models from local directories (never a hub, never pickles)."""
+"""Load, save and describe classification models (a label per text, or per token) from local directories (never a
+hub, never pickles)."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import warnings
+from dataclasses import dataclass
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
-from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING,
+    MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING,
+)
 from transformers.utils import logging as hf_logging
 
 from ..errors import ModelError, T3VisError
 from ..store.weights import weights_directory
 from .inference import input_limit
 from .registry import num_layers_heads
+
+
+@dataclass(frozen=True)
+class Head:
+    """A kind of classification head: the auto class that builds it and what its architecture names end with."""
+
+    auto_class: type
+    mapping: object
+    suffix: str
+    label: str
+
+
+#: The heads t3vis loads, by the name a task gives (``Task.head``).
+HEADS = {
+    "sequence": Head(AutoModelForSequenceClassification, MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING,
+                     "ForSequenceClassification", "sequence classifier"),
+    "token": Head(AutoModelForTokenClassification, MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING,
+                  "ForTokenClassification", "token classifier"),
+}
+
+
+def saved_head(config) -> str | None:
+    """The head a saved config was trained with (its ``architectures``), or None for a base model."""
+    for name, head in HEADS.items():
+        if any(a.endswith(head.suffix) for a in getattr(config, "architectures", None) or ()):
+            return name
+    return None
 
 
 def default_model_path() -> str:
@@ -42,7 +74,7 @@ def _quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _read_config(path: Path):
+def _read_config(path: Path, head: Head):
     if not path.is_dir():
         raise ModelError(f"model directory {path} does not exist (expected a directory with config.json and "
                          "model weights in safetensors format)")
@@ -52,14 +84,14 @@ def _read_config(path: Path):
         config = AutoConfig.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ModelError(f"{path / 'config.json'}: cannot read the model config ({err})") from None
-    if type(config) not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING:
-        raise ModelError(f"{path / 'config.json'}: model type {config.model_type!r} has no sequence-classification "
+    if type(config) not in head.mapping:
+        raise ModelError(f"{path / 'config.json'}: model type {config.model_type!r} has no {head.label} "
                          "architecture in transformers (expected a text encoder or decoder such as BERT or GPT-2)")
+    other = saved_head(config)
+    if other is not None and HEADS[other] is not head:
+        raise ModelError(f"{path / 'config.json'}: this is a {HEADS[other].label} ({', '.join(config.architectures)}) "
+                         f"but a {head.label} was asked for; expected a base model or a {head.label}")
     return config
-
-
-def _has_classifier(config) -> bool:
-    return any(name.endswith("ForSequenceClassification") for name in config.architectures or ())
 
 
 def _set_labels(path: Path, config, num_labels: int | None, label_names: Sequence[str] | None) -> None:
@@ -68,7 +100,7 @@ def _set_labels(path: Path, config, num_labels: int | None, label_names: Sequenc
         if num_labels is not None and num_labels != len(label_names):
             raise ModelError(f"num_labels={num_labels} but {len(label_names)} label_names were given")
         num_labels = len(label_names)
-    if num_labels is not None and _has_classifier(config) and num_labels != config.num_labels:
+    if num_labels is not None and saved_head(config) is not None and num_labels != config.num_labels:
         raise ModelError(f"{path} holds a classifier for {config.num_labels} labels "
                          f"({', '.join(map(str, config.id2label.values()))}) but {num_labels} were asked for; "
                          "expected a base model or the same number of labels")
@@ -110,28 +142,30 @@ def _check_loading(model: nn.Module, path: Path, info: dict, *, complete: bool) 
                       f"({', '.join(body[:5])}{' ...' if len(body) > 5 else ''})", stacklevel=3)
 
 
-def _load(path, *, num_labels, label_names, attn_implementation, dtype, complete):
+def _load(path, *, num_labels, label_names, attn_implementation, dtype, complete, head):
     path = Path(path).expanduser()
-    config = _read_config(path)
+    head = HEADS[head]
+    config = _read_config(path, head)
     _set_labels(path, config, num_labels, label_names)
     tokenizer = _load_tokenizer(path, config)
     try:
         with _quiet_transformers():
-            model, info = AutoModelForSequenceClassification.from_pretrained(
+            model, info = head.auto_class.from_pretrained(
                 path, config=config, local_files_only=True, use_safetensors=True, output_loading_info=True,
                 attn_implementation=attn_implementation, dtype=torch.float32 if dtype is None else dtype)
     except T3VisError:
         raise
     except (OSError, ValueError, RuntimeError) as err:
-        raise ModelError(f"model directory {path}: cannot load the weights as a sequence classifier (expected "
+        raise ModelError(f"model directory {path}: cannot load the weights as a {head.label} (expected "
                          f"model.safetensors matching config.json): {err}") from None
     _check_loading(model, path, info, complete=complete)
     return model.eval(), tokenizer
 
 
 def load_model(path, *, num_labels: int | None = None, label_names: Sequence[str] | None = None,
-               attn_implementation: str = "eager", dtype: torch.dtype | str | None = None):
-    """``(model, tokenizer)`` from a local model directory, the model in eval mode.
+               attn_implementation: str = "eager", dtype: torch.dtype | str | None = None, head: str = "sequence"):
+    """``(model, tokenizer)`` from a local model directory, the model in eval mode; ``head`` "sequence" (a label
+    per text) or "token" (a label per token).
 
     A base encoder (such as the bundled MiniLM) gets a fresh classification head sized by ``label_names`` /
     ``num_labels``: that is the start of fine-tuning, so it is not reported; weights missing from the model body
@@ -139,13 +173,20 @@ def load_model(path, *, num_labels: int | None = None, label_names: Sequence[str
     returns attention weights.
     """
     return _load(path, num_labels=num_labels, label_names=label_names, attn_implementation=attn_implementation,
-                 dtype=dtype, complete=False)
+                 dtype=dtype, complete=False, head=head)
 
 
 def load_checkpoint(weights_dir, *, attn_implementation: str = "eager", dtype: torch.dtype | str | None = None):
-    """``(model, tokenizer)`` from a saved fine-tuned checkpoint; every weight, head included, must be there."""
-    return _load(weights_directory(weights_dir), num_labels=None, label_names=None,
-                 attn_implementation=attn_implementation, dtype=dtype, complete=True)
+    """``(model, tokenizer)`` from a saved fine-tuned checkpoint; every weight, head included, must be there.
+    The head is the one it was saved with (its config's ``architectures``)."""
+    path = weights_directory(weights_dir)
+    head = "sequence"
+    try:
+        head = saved_head(AutoConfig.from_pretrained(path, local_files_only=True)) or head
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # _load says what is wrong with the directory
+    return _load(path, num_labels=None, label_names=None,
+                 attn_implementation=attn_implementation, dtype=dtype, complete=True, head=head)
 
 
 def save_model(model: nn.Module, tokenizer, directory) -> str:

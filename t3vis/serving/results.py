@@ -22,7 +22,8 @@ class Encoding:
     """One text as the model sees it, with what the instance view needs to show it.
 
     ``offsets`` are character spans into ``text`` (``(0, 0)`` for special tokens, or all None without a fast
-    tokenizer); ``word_ids`` group word-pieces into words. ``truncated`` says the text went past ``max_length``
+    tokenizer); ``word_ids`` group word-pieces into words. A sentence of words (token classification) has ``text``
+    the words joined by spaces and ``first_token`` set. ``truncated`` says the text went past ``max_length``
     tokens and only its first part is analysed.
     """
 
@@ -35,6 +36,8 @@ class Encoding:
     special: tuple[bool, ...]
     truncated: bool
     max_length: int
+    #: A sentence of words (token classification): each word's first sub-token (-1: cut off), in word order.
+    first_token: tuple[int, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -42,7 +45,8 @@ class Encoding:
 
 @dataclass(frozen=True, eq=False)
 class Forward:
-    """A forward pass on one example: logits and probabilities ``[C]``, attentions ``[L, H, T, T]`` or None.
+    """A forward pass on one example: logits and probabilities ``[C]`` (a token classifier: ``[words, C]``, at
+    each word's first sub-token, NaN for a word cut off), attentions ``[L, H, T, T]`` or None.
 
     Attentions are float16 (for display; 37 MB rather than 75 MB for a 512-token example of a 6x12 model).
     """
@@ -54,6 +58,13 @@ class Forward:
     def loss(self, label: int) -> float:
         """Cross-entropy for the gold ``label``."""
         return float(unit_outputs(self.logits[None], np.array([int(label)]))["loss"][0])
+
+    def word(self, w: int | None) -> "Forward":
+        """A tagger's pass seen from word ``w``: its logits and probabilities ``[C]`` (``None``: this pass itself),
+        so what shows one prediction (class bars, pruning summary) shows a word's tag unchanged."""
+        if w is None or self.logits.ndim == 1:
+            return self
+        return Forward(logits=self.logits[int(w)], probs=self.probs[int(w)], attentions=None)
 
 
 @dataclass(frozen=True, eq=False)

@@ -10,7 +10,13 @@ Why it looks like this:
   module tree over the same weight tensors with SDPA attention (no copy of the weights), under bf16 autocast
   where the CPU has fast bf16: ~3x faster here, and it compares pruned with unpruned computed the same way.
   The unpruned side can come from the checkpoint's extracted logits instead (`apredict_pruning`): half the work.
+- A token classifier (`per_word`) is served through the same calls: an example is a sentence of words
+  (`encode_words`), a forward pass gives one row per word, saliency explains one word's tag, and batched
+  re-prediction takes sentences (`apredict_words`).
 - Calls run in the shared pool (:mod:`t3vis.serving.workers`); LRP calls hold the model exclusively.
+
+Long file: it is the one class every model call of the app goes through, and its parts share the gates session,
+the lock, the twin model and the prediction cache; split by caller, each part would need all four.
 """
 
 from __future__ import annotations
@@ -30,7 +36,16 @@ import torch.nn.functional as F
 
 from ..errors import ModelError, T3VisError
 from ..models.gates import gates_from_pruned, head_gates, install_head_gates
-from ..models.inference import clip_text, fast_bf16, length_batches, model_max_length, pad_ids, pad_token_id, tokenize
+from ..models.inference import (
+    clip_text,
+    fast_bf16,
+    length_batches,
+    model_max_length,
+    pad_ids,
+    pad_token_id,
+    token_logits,
+    tokenize,
+)
 from ..models.loading import load_checkpoint
 from ..models.registry import num_layers_heads
 from ..tasks import unit_outputs
@@ -65,8 +80,12 @@ def _twin(model, attn_implementation: str):
     return twin.eval()
 
 
-def _text_key(text: str) -> bytes:
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+def _input_key(value: str | list[str]) -> bytes:
+    """A cache key for a text, or for a sentence of words (hashed apart, so it never equals a text's)."""
+    words = not isinstance(value, str)
+    text = "\x1f".join(value) if words else value
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16,
+                           person=b"words" if words else b"").digest()
 
 
 def _window(jobs: Iterable[tuple[np.ndarray, Callable]], cancel: threading.Event | None = None):
@@ -170,6 +189,35 @@ class ModelServer:
                         offsets=offsets, word_ids=word_ids, special=special, truncated=truncated,
                         max_length=max_length)
 
+    @property
+    def per_word(self) -> bool:
+        """Whether the model tags every token (a token classifier) rather than classifying the whole text."""
+        return type(self.model).__name__.endswith("ForTokenClassification")
+
+    def encode_words(self, words: Sequence[str], max_length: int | None = None) -> Encoding:
+        """A sentence of words as the tagger sees it (``t3vis.data.subwords.align_words``: whole words kept up to
+        ``max_length`` sub-tokens), with character offsets into the words joined by single spaces."""
+        from ..data.subwords import align_words
+
+        words = [str(w) for w in words]
+        max_length = min(int(max_length or self.max_length), self.max_length)
+        alignment = align_words(self.tokenizer, [words], None, max_length)
+        ids, word_ids, first = alignment.input_ids[0], alignment.word_ids[0], alignment.first_token[0]
+        starts = np.concatenate([[0], np.cumsum([len(w) + 1 for w in words])[:-1]]).astype(int)
+        tokens = tuple(self.tokenizer.convert_ids_to_tokens(ids))
+        read = np.flatnonzero(first >= 0)
+        kept = int(read[-1]) + 1 if len(read) else 0  # words up to the last one read (an empty word may sit inside)
+        # offsets within each word (the kept words tokenise to exactly these ids), moved into the joined text
+        spans = (self.tokenizer(words[:kept], is_split_into_words=True, return_offsets_mapping=True)["offset_mapping"]
+                 if kept else [(0, 0)] * len(ids))
+        offsets = tuple((0, 0) if w < 0 else (int(starts[w] + a), int(starts[w] + b))
+                        for w, (a, b) in zip(word_ids, spans))
+        return Encoding(text=" ".join(words), input_ids=torch.as_tensor([ids]),
+                        attention_mask=torch.ones((1, len(ids)), dtype=torch.long), tokens=tokens,
+                        offsets=offsets, word_ids=tuple(None if w < 0 else int(w) for w in word_ids),
+                        special=tuple(w < 0 for w in word_ids), truncated=kept < len(words),
+                        max_length=max_length, first_token=tuple(int(f) for f in first))
+
     def forward(self, encoding: Encoding, pruned=(), *, attentions: bool = True) -> Forward:
         """Logits and probabilities (float32) and, optionally, every head's attention for one example."""
         with self._session(pruned), torch.inference_mode():
@@ -177,19 +225,31 @@ class ModelServer:
                              attention_mask=encoding.attention_mask.to(self.device),
                              output_attentions=attentions)
         logits = out.logits[0].float().cpu().numpy()
+        if encoding.first_token is not None:  # a tagger: one row per word, at its first sub-token
+            logits = token_logits(logits, np.asarray(encoding.first_token))
         maps = None
         if attentions:
             if not out.attentions or out.attentions[0] is None:
                 raise ModelError(f"{self.name}: the model returned no attention weights (load it with eager attention)")
             maps = torch.stack([a[0] for a in out.attentions]).to(torch.float16).cpu().numpy()
-        return Forward(logits=logits, probs=unit_outputs(logits[None], None)["probs"][0], attentions=maps)
+        probs = unit_outputs(logits.reshape(-1, logits.shape[-1]), None)["probs"].reshape(logits.shape)
+        return Forward(logits=logits, probs=probs, attentions=maps)
 
-    def saliency(self, encoding: Encoding, target: int, method: str = "grad_x_input", pruned=(), **options) -> np.ndarray:
-        """Relevance ``[T]`` of each token for class ``target`` (see :func:`t3vis.analysis.saliency.saliency`)."""
-        from ..analysis.saliency import get_method, saliency
+    def saliency(self, encoding: Encoding, target: int, method: str = "grad_x_input", pruned=(), *,
+                 word: int | None = None, **options) -> np.ndarray:
+        """Relevance ``[T]`` of each token for class ``target`` (see :func:`t3vis.analysis.saliency.saliency`);
+        for a tagger, of ``word``'s tag (its first sub-token's logit, through ``TokenTarget``)."""
+        from ..analysis.saliency import TokenTarget, get_method, saliency
 
+        model = self.model
+        if encoding.first_token is not None:
+            position = encoding.first_token[int(word)] if word is not None else -1
+            if position < 0:
+                raise T3VisError(f"word {word}: not read by the model (cut off by the maximum length); pick another "
+                                 "word" if word is not None else "word: a tagger explains one word's tag; give word=")
+            model = TokenTarget(self.model, [position])
         with self._session(pruned, exclusive=get_method(method).exclusive):
-            scores = saliency(self.model, encoding.input_ids, encoding.attention_mask, int(target),
+            scores = saliency(model, encoding.input_ids, encoding.attention_mask, int(target),
                               method=method, **options)
         return scores[0]
 
@@ -205,38 +265,55 @@ class ModelServer:
         with self._lock.shared(), head_gates(self.model, gates), torch.enable_grad():
             logits = self.model(input_ids=encoding.input_ids.to(self.device),
                                 attention_mask=encoding.attention_mask.to(self.device)).logits
-            loss = F.cross_entropy(logits.float(), torch.tensor([int(label)], device=self.device))
+            if encoding.first_token is not None:  # a tagger: the loss of every word's gold tag (``label``: per word)
+                kept = [(f, int(t)) for f, t in zip(encoding.first_token, np.atleast_1d(label)) if f >= 0]
+                logits = logits[0, [f for f, _ in kept]]
+                target = torch.tensor([t for _, t in kept], device=self.device)
+            else:
+                target = torch.tensor([int(label)], device=self.device)
+            loss = F.cross_entropy(logits.float(), target)
             (gradient,) = torch.autograd.grad(loss, gates)
         raw = gradient.abs().cpu().numpy().astype(np.float32)
         return normalize_per_layer(raw) if normalize else raw
 
     # ------------------------------------------------------------------ many examples
-    def _predict_rows(self, ids: list[list[int]], pruned) -> np.ndarray:
-        """Logits ``[b, C]`` (float32) for one batch of token-id lists."""
-        input_ids, mask = pad_ids(ids, self._pad)
+    def _predict_rows(self, ids: list[list[int]], pruned, positions: list[np.ndarray] | None = None):
+        """Logits ``[b, C]`` (float32) for one batch of token-id lists; for a tagger (``positions``: each input's
+        words' first sub-tokens) one ``[words, C]`` array per input, NaN for a word cut off."""
+        input_ids, mask = pad_ids(ids, self._pad)  # right-padded: positions need no shift
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.batch_autocast
                     else nullcontext())
         with self._session(pruned, model=self.batch_model), torch.inference_mode(), autocast:
             out = self.batch_model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device))
-        return out.logits.float().cpu().numpy()
+        logits = out.logits.float().cpu().numpy()
+        return logits if positions is None else [token_logits(row, p) for row, p in zip(logits, positions)]
 
-    def _plan(self, texts: list[str], pruned: Pruned, batch_size: int, max_length: int | None):
-        """Cache keys, the logits already cached (by row), and the batches ``(rows, token ids)`` left to run."""
+    def _plan(self, inputs: list, pruned: Pruned, batch_size: int, max_length: int | None):
+        """Cache keys, the logits already cached (by row), and the batches ``(rows, token ids, positions)`` left to
+        run. ``inputs`` are texts, or sentences (lists of words, aligned by ``align_words``) for a tagger."""
+        from ..data.subwords import align_words
+
         max_length = min(int(max_length or self.max_length), self.max_length)
-        keys = [(pruned, max_length, _text_key(str(text))) for text in texts]
+        keys = [(pruned, max_length, _input_key(x)) for x in inputs]
         with self._cache_lock:
             cached = {row: self._cache[key] for row, key in enumerate(keys) if key in self._cache}
-        todo = np.asarray([row for row in range(len(texts)) if row not in cached], dtype=np.int64)
+        todo = np.asarray([row for row in range(len(inputs)) if row not in cached], dtype=np.int64)
         if not len(todo):
             return keys, cached, []
-        ids = tokenize(self.tokenizer, [texts[row] for row in todo], max_length)
-        batches = [(todo[part], [ids[j] for j in part]) for part in length_batches([len(x) for x in ids], batch_size)]
+        chosen = [inputs[row] for row in todo]
+        if isinstance(chosen[0], str):
+            ids, positions = tokenize(self.tokenizer, chosen, max_length), None
+        else:
+            alignment = align_words(self.tokenizer, chosen, None, max_length)
+            ids, positions = alignment.input_ids, alignment.first_token
+        batches = [(todo[part], [ids[j] for j in part], None if positions is None else [positions[j] for j in part])
+                   for part in length_batches([len(x) for x in ids], batch_size)]
         return keys, cached, batches
 
     def _schedule(self, batches, pruned: Pruned):
-        return _window((rows, lambda ids=ids: self._predict_rows(ids, pruned)) for rows, ids in batches)
+        return _window((rows, lambda ids=ids, at=at: self._predict_rows(ids, pruned, at)) for rows, ids, at in batches)
 
-    def _store(self, keys, cached: dict, rows: np.ndarray, logits: np.ndarray) -> int:
+    def _store(self, keys, cached: dict, rows: np.ndarray, logits) -> int:
         with self._cache_lock:
             for row, value in zip(rows.tolist(), logits):
                 self._cache[keys[row]] = value
@@ -279,20 +356,41 @@ class ModelServer:
                 progress(len(cached), len(texts))
         return self._result(cached, labels)
 
+    async def _apredict_inputs(self, inputs: list, pruned: Pruned, batch_size: int, max_length: int | None,
+                               progress: Callable[[int, int], None] | None) -> dict:
+        """Logits of every input by row (cached or computed in the pool), ``progress`` called on the loop."""
+        keys, cached, batches = await acall(self._plan, inputs, pruned, batch_size, max_length)
+        if progress:
+            progress(len(cached), len(inputs))
+        for rows, future in self._schedule(batches, pruned):
+            self._store(keys, cached, rows, await asyncio.wrap_future(future))
+            if progress:
+                progress(len(cached), len(inputs))
+        return cached
+
     async def apredict(self, texts: Sequence[str], labels=None, pruned=(), *, batch_size: int = 32,
                        max_length: int | None = None, progress: Callable[[int, int], None] | None = None
                        ) -> BatchPrediction:
         """`predict` for the event loop: tokenizing and batches run in the pool, ``progress`` on the loop."""
         texts, pruned = [str(t) for t in texts], normalize_pruned(pruned)
         labels = self._check_labels(texts, labels)
-        keys, cached, batches = await acall(self._plan, texts, pruned, batch_size, max_length)
-        if progress:
-            progress(len(cached), len(texts))
-        for rows, future in self._schedule(batches, pruned):
-            self._store(keys, cached, rows, await asyncio.wrap_future(future))
-            if progress:
-                progress(len(cached), len(texts))
+        cached = await self._apredict_inputs(texts, pruned, batch_size, max_length, progress)
         return self._result(cached, labels)
+
+    async def apredict_words(self, sentences: Sequence[Sequence[str]], pruned=(), *, batch_size: int = 32,
+                             max_length: int | None = None, progress: Callable[[int, int], None] | None = None
+                             ) -> list[np.ndarray]:
+        """A tagger's logits ``[words, C]`` (float32) for each sentence (a list of words) with ``pruned`` heads gated
+        off, NaN for a word cut off by ``max_length`` sub-tokens: `apredict` for sentences (same batching, numerics,
+        pool and cache), each word read at its first sub-token as the recorder and the pipelines read it."""
+        if not self.per_word:
+            raise T3VisError(f"{self.name}: a {type(self.model).__name__} classifies whole texts; predicting words "
+                             "needs a token classifier (a token-classification run)")
+        sentences = [[str(w) for w in words] for words in sentences]
+        if any(not words for words in sentences):
+            raise T3VisError("sentences: expected at least one word in each sentence, got an empty one")
+        cached = await self._apredict_inputs(sentences, normalize_pruned(pruned), batch_size, max_length, progress)
+        return [cached[row] for row in range(len(sentences))]
 
     async def apredict_pruning(self, texts: Sequence[str], labels, pruned, *, stored_logits: np.ndarray | None = None,
                                max_length: int | None = None, progress: Callable[[int, int], None] | None = None

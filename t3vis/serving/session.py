@@ -16,6 +16,7 @@ import numpy as np
 
 from ..analysis.saliency import get_method
 from ..errors import T3VisError
+from ..tasks.token_classification import sentence_offsets
 from .registry import server_for_checkpoint
 from .results import Encoding, Forward, normalize_pruned
 from .server import ModelServer
@@ -87,19 +88,69 @@ class SessionModel:
     def _run_key(self) -> str:
         return self.state.run.loc.url
 
-    def _example_text_label(self, example: int) -> tuple[str, int | None]:
+    def _example_text_label(self, example: int) -> tuple[str | list[str], int | None]:
+        """The example's text and gold label; for a token run the row's whole sentence (a list of words)."""
         state = self.state
         data = state.data
-        text = str(data.text(np.array([example]))[0])
         label = int(data.values("label")[example]) if "label" in data.attributes else None
-        return text, label
+        if self.per_word:
+            return self.sentence(example)[1], label
+        return str(data.text(np.array([example]))[0]), label
+
+    @property
+    def per_word(self) -> bool:
+        """Whether the open run's rows are words (token classification)."""
+        return self.state.run is not None and self.state.run.task == "token_classification"
+
+    def sentence_rows(self, row: int) -> np.ndarray:
+        """The rows (words, in order) of the sentence that word ``row`` belongs to."""
+        data = self.state.data
+        sentence = data.values("sentence")
+        s = sentence[int(row)]
+        start = int(row) - int(data.values("position")[int(row)])
+        stop = start + 1
+        while stop < len(sentence) and sentence[stop] == s:
+            stop += 1
+        return np.arange(start, stop)
+
+    def word_of(self, example: int) -> int | None:
+        """The row's word index in its sentence (token runs), else None."""
+        return int(self.state.data.values("position")[int(example)]) if self.per_word else None
+
+    def _sentences(self, spans: list[np.ndarray]) -> tuple[list[np.ndarray], list[list[str]], list[np.ndarray]]:
+        """Sentences' rows, with their words (read in one call) and gold tag ids."""
+        data = self.state.data
+        text = [str(w) for w in data.text(np.concatenate(spans))] if spans else []
+        ends = np.cumsum([len(s) for s in spans], dtype=np.int64)
+        gold = np.asarray(data.values("label"))
+        return spans, [text[e - len(s):e] for s, e in zip(spans, ends)], [gold[s].astype(np.int64) for s in spans]
+
+    def sentence(self, row: int) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """Word ``row``'s sentence: its rows, words and gold tag ids. Blocking (reads words): call it in the pool."""
+        (rows,), (words,), (gold,) = self._sentences([self.sentence_rows(row)])
+        return rows, words, gold
+
+    def sentences_of(self, rows) -> tuple[list[np.ndarray], list[list[str]], list[np.ndarray]]:
+        """Every sentence (in order) that holds one of the word ``rows``, as rows, words and gold tag ids: what
+        re-predicting those words runs and scores. Blocking: call it in the pool."""
+        sentence = self.state.data.values("sentence")
+        offsets = sentence_offsets(sentence)
+        chosen = np.unique(sentence[np.asarray(rows, np.int64)])
+        return self._sentences([np.arange(offsets[s], offsets[s + 1]) for s in chosen])
+
+    def _input(self, example: int) -> int:
+        """The row that names the model input of ``example``: its sentence's first word (token runs), so every word
+        of a sentence shares one encoding and one forward pass; else the example itself."""
+        return int(self.sentence_rows(example)[0]) if self.per_word else int(example)
 
     async def example(self, example: int) -> tuple[ModelServer, Encoding, int | None]:
-        """``(server, encoding, gold label)`` of an example of the open run."""
+        """``(server, encoding, gold label)`` of an example of the open run (of a word's sentence, for a token
+        run: the label is the word's tag)."""
         server = await self.server()
         run = self._run_key()
         text, label = await self._call(("text", run, example), self._example_text_label, example)
-        encoding = await self._call(("encode", server.name, run, example), server.encode, text,
+        encode = server.encode_words if isinstance(text, list) else server.encode
+        encoding = await self._call(("encode", server.name, run, self._input(example)), encode, text,
                                     self.state.run.max_length)
         return server, encoding, label
 
@@ -117,7 +168,7 @@ class SessionModel:
         """The forward pass; one computed with attentions also answers a request without them."""
         server, encoding, _ = await self.example(example)
         pruned = normalize_pruned(pruned)
-        key = ("forward", server.name, self._run_key(), example, pruned)
+        key = ("forward", server.name, self._run_key(), self._input(example), pruned)
         if not attentions and key + (True,) in self._memo:
             attentions = True
         return await self._call(key + (attentions,), server.forward, encoding, pruned, attentions=attentions)
@@ -126,7 +177,8 @@ class SessionModel:
         server, encoding, _ = await self.example(example)
         pruned = normalize_pruned(pruned)
         key = ("saliency", server.name, self._run_key(), example, pruned, int(target), method)
-        return await self._call(key, server.saliency, encoding, int(target), method, pruned,
+        word = {"word": self.word_of(example)} if self.per_word else {}
+        return await self._call(key, server.saliency, encoding, int(target), method, pruned, **word,
                                 **get_method(method).options)
 
     async def head_importance(self, example: int, pruned=()) -> np.ndarray:
@@ -134,8 +186,10 @@ class SessionModel:
         server, encoding, label = await self.example(example)
         if label is None:
             raise T3VisError("instance head importance needs the example's gold label (the run has no 'label')")
+        if self.per_word:  # a tagger's loss is over the sentence: every word's gold tag
+            label = self.state.data.values("label")[self.sentence_rows(example)].astype(np.int64)
         pruned = normalize_pruned(pruned)
-        key = ("importance", server.name, self._run_key(), example, pruned)
+        key = ("importance", server.name, self._run_key(), self._input(example), pruned)
         return await self._call(key, server.head_importance, encoding, label, pruned)
 
 

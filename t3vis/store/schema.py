@@ -4,7 +4,8 @@ A run directory holds a Zarr v3 group ``store.zarr`` and the checkpoint weights 
 
     RUN/
       store.zarr/                      root attrs: schema_version, name, model, dataset, label_names, ...
-        examples/<column>              one 1-D array per column, length n (text, label, split, length, ...)
+        examples/<column>              one 1-D array per column, length n (text, label, split, length, ...);
+                                       n counts units: examples, or words for token classification (TASK_COLUMNS)
         dynamics/<epoch>/{gold_prob,pred,loss}   one group per recorded epoch, arrays of length n
                          [margin, train_gold_prob, train_margin]   optional (OPTIONAL_DYNAMICS_ARRAYS)
         checkpoints/<name>/            attrs: step, epoch, weights, complete
@@ -58,8 +59,12 @@ REQUIRED_COLUMNS = ("id", "text", "label", "split")
 SPLITS = ("train", "validation")
 #: Tasks a run can be recorded for (root attr ``task``; ``t3vis.tasks.TASKS`` implements each). Runs written
 #: before tasks existed have no ``task`` attr and are sequence classification.
-TASKS = ("sequence_classification",)
+TASKS = ("sequence_classification", "token_classification")
 DEFAULT_TASK = "sequence_classification"
+#: Columns a task adds to ``examples/``. A token-classification run's rows are words (sentences in order, words in
+#: order): ``sentence`` is the sentence's index, ``position`` the word's index in it (see
+#: ``t3vis/tasks/token_classification.py``).
+TASK_COLUMNS = {"token_classification": ("sentence", "position")}
 
 #: Column attribute ``kind`` values: how views should treat a column.
 KINDS = ("id", "text", "string", "categorical", "continuous", "flag")

@@ -4,6 +4,8 @@ In order: every ``zarr.json`` below the store parses as Zarr v3 metadata (a bad 
 read); every chunk of every array's chunk grid is stored; with ``deep``, every chunk matches its checksum and
 decodes; then, if the metadata is sound, the schema (attributes, shapes, dtypes, label and category codes, weights).
 Never raises: an exception in the checks is itself reported.
+
+Long file: it is one checklist, every check beside the layout rule it enforces (``schema.py``), read top to bottom.
 """
 
 from __future__ import annotations
@@ -257,6 +259,11 @@ def _check_schema(run, loc: Location) -> list[Problem]:
             codes = _intact(arr)
             if codes is not None and (codes.min() < 0 or codes.max() >= len(cats)):
                 add(f"examples/{col}", f"category codes outside 0..{len(cats) - 1}")
+    for col in schema.TASK_COLUMNS.get(attrs.get("task", schema.DEFAULT_TASK), ()):
+        if col not in ex:
+            add(f"examples/{col}", f"required column of a {attrs['task']} run missing")
+    if attrs.get("task") == "token_classification" and {"sentence", "position"} <= set(ex.array_keys()) and n:
+        _check_words(ex, n, add)
     lab = _intact(ex["label"]) if "label" in ex and ex["label"].shape == (n,) and n else None
     if lab is not None:
         if lab.dtype.kind not in "iu":
@@ -321,6 +328,24 @@ def _check_schema(run, loc: Location) -> list[Problem]:
         if weights and not loc.exists(weights):
             problems.append(Problem(f"{weights}", f"weights of checkpoint '{name}' missing"))
     return problems
+
+
+def _check_words(ex, n: int, add) -> None:
+    """A token run's rows are words, sentences in order and words in order: sentence ids never go down and each
+    sentence's positions count 0, 1, 2, ..."""
+    sentence, position = _intact(ex["sentence"]), _intact(ex["position"])
+    if sentence is None or position is None or sentence.shape != (n,) or position.shape != (n,):
+        return
+    step = np.diff(sentence.astype(np.int64))
+    if (step < 0).any():
+        add("examples/sentence", f"not in sentence order at row {int(np.flatnonzero(step < 0)[0]) + 1}")
+        return
+    starts = np.concatenate([[True], step != 0])
+    expected = np.arange(n) - np.maximum.accumulate(np.where(starts, np.arange(n), 0))
+    wrong = np.flatnonzero(position != expected)
+    if len(wrong):
+        add("examples/position", f"row {int(wrong[0])}: position {int(position[wrong[0]])}, expected "
+                                  f"{int(expected[wrong[0]])} (words in order within their sentence)")
 
 
 def _check_neighbours(g, where: str, sizes: dict, add) -> None:

@@ -2,7 +2,7 @@
 (an example, a token), how labels are encoded, how logits become per-unit outputs, which arrays it adds to the
 store and what the instance view shows. Everything else (store, pipelines, explorer) asks the run's task.
 
-Sequence classification is the only task for now; ``TASKS`` lists what exists. A new task is one module here that
+Sequence classification (a label per text) and token classification (a tag per word); ``TASKS`` lists them. A new task is one module here that
 subclasses ``Task`` and registers itself in ``TASKS`` (see ARCHITECTURE.md for the files it then touches).
 """
 
@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from .base import Task, unit_outputs
 from .classification import SEQUENCE_CLASSIFICATION, SequenceClassification
+from .token_classification import TOKEN_CLASSIFICATION, TokenClassification
 
 #: Every task t3vis knows, by the name stored in a run's attributes (``run.attrs["task"]``).
-TASKS: dict[str, Task] = {SEQUENCE_CLASSIFICATION.name: SEQUENCE_CLASSIFICATION}
+TASKS: dict[str, Task] = {task.name: task for task in (SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION)}
 
 #: The task of a run that does not name one (every run written before tasks existed).
 DEFAULT_TASK = SEQUENCE_CLASSIFICATION.name
@@ -33,4 +34,5 @@ def task_of(run) -> Task:
     return get_task(run.task)
 
 
-__all__ = ["DEFAULT_TASK", "TASKS", "SequenceClassification", "Task", "get_task", "task_of", "unit_outputs"]
+__all__ = ["DEFAULT_TASK", "TASKS", "SequenceClassification", "Task", "TokenClassification", "get_task", "task_of",
+           "unit_outputs"]

@@ -43,20 +43,31 @@ class Task(ABC):
     unit: str
     #: Per-unit arrays the task writes for each epoch (dynamics) and each checkpoint (extraction).
     unit_arrays: tuple[str, ...] = ("gold_prob", "pred", "loss", "margin")
-    #: What the instance view draws for one example ("classes": class probabilities over the whole input).
+    #: What the instance view draws for one example ("classes": class probabilities over the whole input;
+    #: "tags": a tag under every word).
     instance_view: str
+    #: The model head it trains and loads (``t3vis.models.loading.HEADS``): "sequence" or "token".
+    head: str
 
-    @abstractmethod
     def load_model(self, path, **kwargs):
         """``(model, tokenizer)`` for this task from a local model directory (see ``t3vis.models.load_model``)."""
+        from ..models.loading import load_model
 
-    @abstractmethod
+        return load_model(path, head=self.head, **kwargs)
+
     def load_checkpoint(self, weights_dir, **kwargs):
         """``(model, tokenizer)`` from a saved fine-tuned checkpoint of this task."""
+        from ..models.loading import load_checkpoint
+
+        return load_checkpoint(weights_dir, **kwargs)
 
     @abstractmethod
     def align_labels(self, dataset, config):
         """``dataset`` with label ids that mean the model's outputs (``config.id2label``), or a clear error."""
+
+    def default_filters(self, label_names: list[str]) -> dict:
+        """The filters an explorer opens a run of this task with (``ExplorerState.filters``); none by default."""
+        return {}
 
     def outputs(self, logits: np.ndarray, labels: np.ndarray | None) -> dict[str, np.ndarray]:
         """Per-unit probabilities, prediction and (with labels) gold probability, loss and margin."""

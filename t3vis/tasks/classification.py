@@ -10,16 +10,7 @@ class SequenceClassification(Task):
     label = "sequence classification"
     unit = "example"
     instance_view = "classes"
-
-    def load_model(self, path, **kwargs):
-        from ..models.loading import load_model
-
-        return load_model(path, **kwargs)
-
-    def load_checkpoint(self, weights_dir, **kwargs):
-        from ..models.loading import load_checkpoint
-
-        return load_checkpoint(weights_dir, **kwargs)
+    head = "sequence"
 
     def align_labels(self, dataset, config):
         from ..data.labels import align_labels, model_label_names

@@ -7,7 +7,7 @@ import argparse
 import time
 
 from .. import argtypes
-from .config import TrainConfig
+from .config import NER_CONFIG, TrainConfig
 
 
 class ProgressBar:
@@ -46,9 +46,10 @@ def _report(path, seconds: float) -> None:
     run = Run(str(path))
     epochs = (run.attrs.get("training") or {}).get("epochs") or []
     last = epochs[-1] if epochs else {}
-    accuracy = last.get("validation_accuracy")
-    summary = f", validation accuracy {accuracy:.3f}" if accuracy is not None else ""
-    print(f"wrote {run.loc.url} in {seconds:.0f} s: {run.n_examples:,} examples, {len(epochs)} epoch(s), "
+    summary = "".join(f", validation {what} {last[key]:.3f}" for key, what in (
+        ("validation_accuracy", "accuracy"), ("validation_entity_f1", "entity F1")) if last.get(key) is not None)
+    unit = "words" if run.task == "token_classification" else "examples"
+    print(f"wrote {run.loc.url} in {seconds:.0f} s: {run.n_examples:,} {unit}, {len(epochs)} epoch(s), "
           f"checkpoints {', '.join(run.checkpoints)}{summary}")
 
 
@@ -57,10 +58,11 @@ def cmd_demo(args) -> int:
 
     from ..paths import demo_run_path
 
-    path = demo_run_path(args.runs_dir)
+    task = "ner" if args.task == "ner" else None
+    path = demo_run_path(args.runs_dir, task=task)
     _, seconds = _run_with_bar("t3vis demo", lambda bar: build_demo(
         path, overwrite=args.overwrite, seed=args.seed, epochs=args.epochs, noise=args.noise, progress=bar,
-        pipeline=not args.no_pipeline))
+        pipeline=not args.no_pipeline, task=task))
     _report(path, seconds)
     return 0
 
@@ -68,13 +70,21 @@ def cmd_demo(args) -> int:
 def cmd_train(args) -> int:
     from pipelines.build import train_and_extract
 
-    from ..data import inject_label_noise, load_table, split_train_validation
+    from ..data import (inject_label_noise, inject_mention_noise, load_table, load_tagged, split_sentences,
+                        split_train_validation)
 
-    dataset = load_table(args.data, text_column=args.text_column, label_column=args.label_column,
-                         split_column=args.split_column)
-    dataset = split_train_validation(dataset, args.validation_fraction, seed=args.seed)
-    if args.noise > 0:
-        dataset = inject_label_noise(dataset, args.noise, seed=args.seed)
+    if args.task == "ner":
+        dataset = load_tagged(args.data, tokens_column=args.tokens_column, tags_column=args.tags_column,
+                              split_column=args.split_column)
+        dataset = split_sentences(dataset, args.validation_fraction, seed=args.seed)
+        if args.noise > 0:
+            dataset = inject_mention_noise(dataset, args.noise, seed=args.seed)
+    else:
+        dataset = load_table(args.data, text_column=args.text_column, label_column=args.label_column,
+                             split_column=args.split_column)
+        dataset = split_train_validation(dataset, args.validation_fraction, seed=args.seed)
+        if args.noise > 0:
+            dataset = inject_label_noise(dataset, args.noise, seed=args.seed)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                          max_length=args.max_length, seed=args.seed, bf16=args.bf16)
     _, seconds = _run_with_bar("t3vis train", lambda bar: train_and_extract(
@@ -91,10 +101,12 @@ def _bf16(value: str) -> bool | None:
     return choices[value]
 
 
-def _common(p: argparse.ArgumentParser, defaults: TrainConfig, noise: float) -> None:
-    p.add_argument("--epochs", type=argtypes.positive_int, default=defaults.epochs, help=f"default {defaults.epochs}")
+def _common(p: argparse.ArgumentParser, defaults: TrainConfig, noise: float, epochs_help: str | None = None) -> None:
+    p.add_argument("--epochs", type=argtypes.positive_int, default=None if epochs_help else defaults.epochs,
+                   help=epochs_help or f"default {defaults.epochs}")
     p.add_argument("--noise", type=argtypes.fraction, default=noise,
-                   help=f"fraction of training labels to flip, to score mislabel detection (default {noise})")
+                   help=f"fraction of training labels (ner: entity mentions) to flip to another class (type), to "
+                   f"score mislabel detection (default {noise})")
     p.add_argument("--seed", type=argtypes.non_negative_int, default=defaults.seed,
                    help="seed for split, noise, head init, order")
     p.add_argument("--overwrite", action="store_true", help="replace a run that already exists there")
@@ -112,29 +124,42 @@ def register(subparsers) -> None:
         "run the pipelines. Writes <runs-dir>/bbc-news-minilm.")
     p.add_argument("--runs-dir", type=argtypes.output_dir, default=None,
                    help="runs directory (default $T3VIS_RUNS_DIR or ./runs)")
-    _common(p, defaults, noise=0.05)
+    p.add_argument("--task", choices=("classification", "ner"), default="classification",
+                   help="classification: BBC News topics (default); ner: the bundled Twitter NER corpus (2,394 "
+                   "tweets, 10 entity types, 5%% of training mentions flipped), written to <runs-dir>/"
+                   "twitter-ner-minilm")
+    _common(p, defaults, noise=0.05, epochs_help=f"default {defaults.epochs} (ner: {NER_CONFIG.epochs})")
     p.set_defaults(func=cmd_demo)
 
     p = subparsers.add_parser(
         "train", help="fine-tune a model directory on a dataset file and write a run",
         description="Fine-tune a local Hugging Face model directory on a labelled text file (CSV, TSV, JSONL, "
-        "JSON, Parquet, or a datasets save_to_disk directory), recording training dynamics and a checkpoint per "
-        "epoch into RUN, then run the pipelines. Without a split column, 20% of the rows are held out.")
+        "JSON, Parquet, or a datasets save_to_disk directory), or with --task ner a BIO-tagged corpus (CoNLL or "
+        "token/tag records), recording training dynamics and a checkpoint per epoch into RUN, then run the "
+        "pipelines. Without a split column, 20% of the rows (sentences for ner) are held out.")
     p.add_argument("data", type=argtypes.existing_path, help="dataset file or directory")
     p.add_argument("--model", type=argtypes.existing_dir, required=True,
                    help="model directory (config.json, safetensors, tokenizer)")
     p.add_argument("--run", type=argtypes.output_dir, required=True, help="run directory to write")
     p.add_argument("--name", default=None, help="run name (default: the directory name)")
-    p.add_argument("--text-column", default="text")
-    p.add_argument("--label-column", default="label")
+    p.add_argument("--task", choices=("classification", "ner"), default="classification",
+                   help="classification: a label per text (default); ner: a BIO tag per word, from a CoNLL file "
+                   "(token and tag columns) or JSONL/Parquet/datasets records with tokens and tags lists")
+    p.add_argument("--text-column", default="text", help="classification: the text column (default text)")
+    p.add_argument("--label-column", default="label", help="classification: the label column (default label)")
+    p.add_argument("--tokens-column", default="tokens", help="ner records: the list of words (default tokens)")
+    p.add_argument("--tags-column", default=None,
+                   help="ner records: the list of tags (default tags, else ner_tags)")
     p.add_argument("--split-column", default=None, help="column of train/validation names (default: 'split' "
                    "if present)")
     p.add_argument("--validation-fraction", type=argtypes.open_fraction, default=0.2,
                    help="held-out share when the data has no validation rows (default 0.2)")
-    p.add_argument("--batch-size", type=argtypes.positive_int, default=defaults.batch_size)
-    p.add_argument("--learning-rate", type=argtypes.positive_float, default=defaults.learning_rate)
+    p.add_argument("--batch-size", type=argtypes.positive_int, default=defaults.batch_size,
+                   help=f"inputs per training step (default {defaults.batch_size})")
+    p.add_argument("--learning-rate", type=argtypes.positive_float, default=defaults.learning_rate,
+                   help=f"AdamW peak learning rate, linear warmup and decay (default {defaults.learning_rate:g})")
     p.add_argument("--max-length", type=argtypes.token_count, default=defaults.max_length,
-                   help="tokens per input (truncation)")
+                   help=f"tokens per input (truncation; default {defaults.max_length}; ner: whole words are kept)")
     p.add_argument("--bf16", type=_bf16, default=None, metavar="{auto,on,off}",
                    help="bf16 autocast (default auto: where the hardware is fast at it)")
     _common(p, defaults, noise=0.0)

@@ -38,3 +38,8 @@ class TrainConfig:
 #: Which rows ``t3vis crossfit`` cross-fits: the training split (where mislabels are searched, as for the data map)
 #: or all.
 ROWS = ("train", "all")
+
+
+#: The NER demo's settings (``t3vis demo --task ner``): tweets are short (96 sub-tokens keep every word of the
+#: corpus) and a fresh tagging head on 1,900 tweets needs more epochs than the topic classifier does.
+NER_CONFIG = TrainConfig(epochs=6, batch_size=16, learning_rate=1e-4, max_length=96)

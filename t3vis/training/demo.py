@@ -18,9 +18,10 @@ import numpy as np
 import torch
 
 from ..errors import TrainingError
-from .config import TrainConfig
+from .config import NER_CONFIG, TrainConfig
 from ..models.inference import fast_bf16, model_device, pad_ids, pad_token_id
 from .recorder import DynamicsRecorder, autocast
+from .words import WordDynamicsRecorder
 
 #: ``progress(stage, fraction)``: what is happening and how much of the whole job is done (0..1).
 Progress = Callable[[str, float], None]
@@ -57,23 +58,49 @@ def train_demo(path=None, *, overwrite: bool = False, seed: int = 0, epochs: int
                      overwrite=overwrite, progress=progress, name=DEMO_RUN_NAME)
 
 
+def train_ner_demo(path=None, *, overwrite: bool = False, seed: int = 0, epochs: int | None = None,
+                   noise: float = 0.05, progress: Progress | None = None, runs_dir=None) -> Path:
+    """Fine-tune the bundled MiniLM as a tagger on the bundled Twitter NER corpus (80/20 split by tweet) with
+    ``noise`` of the training mentions flipped to another type; returns the run path (``pipelines.build`` adds
+    the rest)."""
+    from dataclasses import replace
+
+    from ..data import inject_mention_noise, load_twitter_ner
+    from ..models import default_model_path
+    from ..paths import NER_DEMO_RUN_NAME, demo_run_path
+
+    path = Path(path) if path is not None else demo_run_path(runs_dir, task="ner")
+    (progress or quiet)("loading Twitter NER", 0.0)
+    dataset = load_twitter_ner(validation_fraction=0.2, seed=seed)
+    if noise > 0:
+        dataset = inject_mention_noise(dataset, noise, seed=seed)
+    config = replace(NER_CONFIG, seed=seed, epochs=epochs or NER_CONFIG.epochs)
+    return train_run(path, dataset, model_path=default_model_path(), config=config, overwrite=overwrite,
+                     progress=progress, name=NER_DEMO_RUN_NAME)
+
+
 def train_run(path, dataset, *, model_path, config: TrainConfig = TrainConfig(), overwrite: bool = False,
               progress: Progress | None = None, name: str | None = None) -> Path:
     """Fine-tune the model at ``model_path`` on ``dataset`` (a ``TextDataset``: ``train`` rows are trained on,
     all rows are measured) and write a run at ``path`` (dynamics and checkpoints; ``pipelines.build`` adds the
     rest)."""
-    from ..data import align_labels
+    from ..data.labels import align_labels, align_tags
+    from ..data.tagging import TaggedDataset
 
     config = config.check()
     progress = progress or quiet
+    tagging = isinstance(dataset, TaggedDataset)
     # a saved classifier keeps its class ids: the data is numbered through its label2id, never the reverse
-    dataset = align_labels(dataset, saved_label_names(model_path), where=f"{model_path}/config.json id2label")
-    recorder = DynamicsRecorder(path, dataset, max_length=config.max_length, bf16=config.bf16,
-                                overwrite=overwrite, name=name,
-                                training_args={"loop": "t3vis.training.demo", "config": asdict(config)})
+    align = align_tags if tagging else align_labels
+    dataset = align(dataset, saved_label_names(model_path, "token" if tagging else "sequence"),
+                    where=f"{model_path}/config.json id2label")
+    recorder_class = WordDynamicsRecorder if tagging else DynamicsRecorder
+    recorder = recorder_class(path, dataset, max_length=config.max_length, bf16=config.bf16,
+                              overwrite=overwrite, name=name,
+                              training_args={"loop": "t3vis.training.demo", "config": asdict(config)})
     progress("loading model", 0.0)
     torch.manual_seed(config.seed)  # the new classification head and dropout draw from here
-    model, tokenizer = recorder.task.load_model(model_path, label_names=recorder.dataset.label_names,
+    model, tokenizer = recorder.task.load_model(model_path, label_names=recorder.label_names,
                                                 attn_implementation="sdpa")
     recorder.start(model, tokenizer)
     fine_tune(model, recorder, config, progress=progress)
@@ -82,18 +109,20 @@ def train_run(path, dataset, *, model_path, config: TrainConfig = TrainConfig(),
     return Path(path)
 
 
-def saved_label_names(model_path) -> list[str] | None:
-    """The class names of the classifier saved at ``model_path`` (its config's id2label), or None for a base
-    model, placeholder names or an unreadable directory (``load_model`` then says what is wrong)."""
+def saved_label_names(model_path, head: str = "sequence") -> list[str] | None:
+    """The class names of the ``head`` classifier saved at ``model_path`` (its config's id2label), or None for a
+    base model, another head, placeholder names or an unreadable directory (``load_model`` then says what is
+    wrong)."""
     from transformers import AutoConfig
 
     from ..data import model_label_names
+    from ..models.loading import saved_head
 
     try:
         config = AutoConfig.from_pretrained(model_path, local_files_only=True)
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not any(a.endswith("ForSequenceClassification") for a in config.architectures or ()):
+    if saved_head(config) != head:
         return None
     return model_label_names(config)
 
@@ -134,8 +163,8 @@ def fine_tune(model: torch.nn.Module, recorder: DynamicsRecorder, config: TrainC
     in-training dynamics. Stops with ``TrainingError`` at the first NaN/inf loss (the checkpoints written so far
     stay in the run).
     """
-    token_ids, labels = recorder.token_ids, torch.tensor(recorder.labels)
-    train_rows = np.flatnonzero(recorder.split == "train")
+    token_ids = recorder.token_ids
+    train_rows = np.flatnonzero(recorder.input_split == "train")
     if len(train_rows) == 0:
         raise TrainingError(f"{recorder.path}: the dataset has no 'train' rows to fine-tune on")
     lengths = np.fromiter(map(len, token_ids), np.int64, len(token_ids))
@@ -162,7 +191,7 @@ def fine_tune(model: torch.nn.Module, recorder: DynamicsRecorder, config: TrainC
             input_ids, mask = pad_ids([token_ids[r] for r in rows], pad_id, side)
             inputs = {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
             with autocast(device, bf16):
-                out = model(**inputs, labels=labels[rows].to(device))
+                out = model(**inputs, labels=recorder.batch_labels(rows).to(device))
             if record is not None:
                 record(rows, out.logits)
             loss = out.loss
@@ -184,8 +213,9 @@ def fine_tune(model: torch.nn.Module, recorder: DynamicsRecorder, config: TrainC
             progress(f"epoch {_epoch}/{config.epochs}: recording dynamics", min(1.0, done / total_cost))
 
         metrics = recorder.on_epoch_end(model, epoch=epoch, step=step, on_batch=measured)
-        accuracy = metrics.get("validation_accuracy", metrics.get("train_accuracy"))
-        progress(f"epoch {epoch}/{config.epochs}: accuracy {accuracy:.3f}", min(1.0, done / total_cost))
+        key = next(k for k in ("validation_entity_f1", "validation_accuracy", "train_accuracy") if k in metrics)
+        what = "entity F1" if key.endswith("f1") else "accuracy"
+        progress(f"epoch {epoch}/{config.epochs}: {what} {metrics[key]:.3f}", min(1.0, done / total_cost))
     return recorder.history
 
 

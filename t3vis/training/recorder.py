@@ -45,9 +45,11 @@ import warnings
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 
 from ..errors import DatasetError, RunExistsError, TrainingError
+from ..models.loading import HEADS
 from ..models.inference import (  # noqa: F401 (fast_bf16, predict_logits, tokenize: re-exported)
     fast_bf16,
     model_device,
@@ -198,22 +200,21 @@ class DynamicsRecorder:
         if self.loc.exists(schema.STORE_DIR) and not overwrite:
             raise RunExistsError(f"{self.loc.url}: already holds a run; pass overwrite=True (CLI: --overwrite) "
                                  "to replace it")
-        self.dataset = as_text_dataset(examples, label_names=label_names, text_column=text_column,
-                                       label_column=label_column)
+        self.task = get_task(task)
+        self._adopt(self._as_dataset(examples, label_names=label_names, text_column=text_column,
+                                     label_column=label_column))
         #: string labels numbered in sorted order by us, not by the user: only a model's names can confirm them
-        self._sorted_names = label_names is None and not self.dataset.labels_are_ids
+        self._sorted_names = label_names is None and not getattr(self.dataset, "labels_are_ids", True)
         self.max_length, self.batch_size, self.bf16 = max_length, int(batch_size), bf16
         self.overwrite, self.name = overwrite, name
         self.training_args = dict(training_args or {})
-        self.task = get_task(task)
         self.writer: RunWriter | None = None
         self.tokenizer = None
         self.history: list[dict[str, Any]] = []
         self.checkpoints: list[str] = []
-        frame = self.dataset.frame
-        self.labels = frame["label"].to_numpy(np.int64)
-        self.split = frame["split"].to_numpy(str)
         self._token_ids: list[list[int]] | None = None
+        #: units the model sees (a word the truncation cut off is not measured: NaN dynamics)
+        self.measured = np.ones(len(self.labels), bool)
         self._passes = TrainingPasses(len(self.labels))
         self._started = time.perf_counter()
 
@@ -222,15 +223,70 @@ class DynamicsRecorder:
         return self.loc.url
 
     @property
+    def label_names(self) -> list[str]:
+        """What the model's outputs mean, in id order (after ``start``: the model's names)."""
+        return list(self.dataset.label_names)
+
+    # -------------------------------------------------------------- what a task changes (see words.py)
+    def _as_dataset(self, examples, **columns):
+        """The dataset the recorder measures, from what the caller passed."""
+        return as_text_dataset(examples, **columns)
+
+    def _adopt(self, dataset) -> None:
+        """Take ``dataset``: its units' gold labels and splits."""
+        self.dataset = dataset
+        self.labels = dataset.frame["label"].to_numpy(np.int64)
+        self.split = dataset.frame["split"].to_numpy(str)
+
+    def _units(self, tokenizer) -> tuple[pd.DataFrame, list[str]]:
+        """Tokenise the inputs (``self._token_ids``) and return the run's unit table and label names."""
+        self._token_ids = tokenize(tokenizer, self.dataset.frame["text"].tolist(), self.max_length)
+        examples = self.dataset.frame.copy()
+        length_column = "length" if "length" not in examples else "n_tokens"  # never clobber a user's column
+        examples[length_column] = np.fromiter(map(len, self._token_ids), np.int32, len(self._token_ids))
+        return examples, self.dataset.label_names
+
+    def _align_labels(self, model: torch.nn.Module) -> None:
+        """Give the units the model's class ids (the task's ``align_labels``), or say when nobody knows them."""
+        from ..data import model_label_names
+
+        names = model_label_names(getattr(model, "config", None))
+        if names is None and self._sorted_names:
+            warnings.warn(f"{self.path}: the model's config.id2label names no classes, so the string labels got "
+                          f"ids in sorted order {dict(enumerate(self.dataset.label_names))}; if you train with "
+                          "other ids, pass label_names= in your id order (or set model.config.id2label)",
+                          stacklevel=3)
+        self._adopt(self.task.align_labels(self.dataset, getattr(model, "config", None)))
+
+    @property
     def n_examples(self) -> int:
         return len(self.labels)
 
     @property
     def token_ids(self) -> list[list[int]]:
-        """Every example's token ids as measured (after ``start``), in row order."""
+        """Every model input's token ids as measured (after ``start``), in input order (here an input is an
+        example; for token classification a sentence)."""
         if self._token_ids is None:
             raise TrainingError("DynamicsRecorder: no token ids before start(model, tokenizer)")
         return self._token_ids
+
+    @property
+    def input_split(self) -> np.ndarray:
+        """The split of every model input (``token_ids``): what the training loop trains on."""
+        return self.split
+
+    def batch_labels(self, rows: np.ndarray) -> torch.Tensor:
+        """The ``labels=`` a model takes for the inputs ``rows`` (one class id per example)."""
+        return torch.as_tensor(self.labels[np.asarray(rows, np.int64)])
+
+    def measure(self, model: torch.nn.Module, on_batch=None) -> np.ndarray:
+        """Logits ``[units, C]`` of every unit in eval mode, batched and cast as the pipelines' extraction."""
+        return predict_logits(model, self._token_ids, pad_id=pad_token_id(self.tokenizer),
+                              batch_size=self.batch_size, bf16=bool(self.bf16), on_batch=on_batch)
+
+    def metrics(self, dynamics: Mapping[str, np.ndarray]) -> dict[str, float]:
+        """An epoch's metrics per split (accuracy and mean loss)."""
+        return epoch_metrics(dynamics, self.labels, self.split)
 
     # -------------------------------------------------------------- lifecycle
     def start(self, model: torch.nn.Module, tokenizer=None, *, step: int = 0) -> RunWriter:
@@ -243,10 +299,15 @@ class DynamicsRecorder:
             raise TrainingError(f"{self.path}: no tokenizer: pass tokenizer= (or processing_class= to the Trainer)")
         self._align_labels(model)
         num_labels = int(getattr(model.config, "num_labels", 0) or 0)
-        if num_labels < self.dataset.n_classes:
+        if num_labels < len(self.label_names):
             raise TrainingError(f"model has {num_labels} output classes but the dataset has "
-                                f"{self.dataset.n_classes} ({self.dataset.label_names}); expected a model with "
+                                f"{len(self.label_names)} ({self.label_names}); expected a model with "
                                 "num_labels matching the dataset")
+        kind = type(model).__name__
+        other = [h for name, h in HEADS.items() if name != self.task.head and kind.endswith(h.suffix)]
+        if other:
+            raise TrainingError(f"model {kind} is a {other[0].label}, but a {self.task.label} run needs a "
+                                f"{HEADS[self.task.head].label}")
         self.tokenizer = tokenizer
         self._started = time.perf_counter()
         if self.max_length is not None and self.max_length < 2:
@@ -254,12 +315,9 @@ class DynamicsRecorder:
         self.max_length = resolve_max_length(tokenizer, model, self.max_length)
         if self.bf16 is None:
             self.bf16 = fast_bf16(model_device(model))
-        self._token_ids = tokenize(tokenizer, self.dataset.frame["text"].tolist(), self.max_length)
-        examples = self.dataset.frame.copy()
-        length_column = "length" if "length" not in examples else "n_tokens"  # never clobber a user's column
-        examples[length_column] = np.fromiter(map(len, self._token_ids), np.int32, len(self._token_ids))
+        examples, label_names = self._units(tokenizer)
         self.writer = RunWriter.create(
-            self.loc, examples=examples, label_names=self.dataset.label_names,
+            self.loc, examples=examples, label_names=label_names,
             model=model_info(model, tokenizer), dataset=self.dataset.describe(), name=self.name, task=self.task.name,
             overwrite=self.overwrite, extra_attrs={"training": self._training_attrs("running")})
         self._save_checkpoint(model, 0, step)
@@ -285,17 +343,17 @@ class DynamicsRecorder:
         if self.writer is None:
             raise TrainingError("DynamicsRecorder.on_epoch_end called before start(model, tokenizer)")
         epoch = len(self.history) + 1 if epoch is None else int(epoch)
-        logits = predict_logits(model, self._token_ids, pad_id=pad_token_id(self.tokenizer),
-                                batch_size=self.batch_size, bf16=bool(self.bf16), on_batch=on_batch)
-        if not np.isfinite(logits).all():
+        logits = self.measure(model, on_batch)
+        if not np.isfinite(logits[self.measured]).all():
             self.fail(f"epoch {epoch}: the model's outputs are NaN/inf (training diverged)")
         dynamics = dynamics_from_logits(logits, self.labels, self.task)
+        dynamics["pred"][~self.measured] = -1  # NaN logits: no prediction, not class 0
         passes, self._passes = self._passes, TrainingPasses(len(self.labels))
-        seen = int((passes.count[self.split == "train"] > 0).sum())
+        seen = int((passes.count[(self.split == "train") & self.measured] > 0).sum())
         train = passes.means() if passes.count.any() else {}
         self.writer.write_epoch(epoch, step=int(step), **dynamics, **train)
         self._save_checkpoint(model, epoch, step)
-        metrics = {"epoch": epoch, "step": int(step), **epoch_metrics(dynamics, self.labels, self.split),
+        metrics = {"epoch": epoch, "step": int(step), **self.metrics(dynamics),
                    "train_rows_seen_in_training": seen, "seconds": round(time.perf_counter() - self._started, 1)}
         self.history.append(metrics)
         self.writer.update_attrs(training=self._training_attrs("running"))
@@ -323,19 +381,6 @@ class DynamicsRecorder:
             self.writer.update_attrs(training=self._training_attrs("finished"))
 
     # -------------------------------------------------------------- helpers
-    def _align_labels(self, model: torch.nn.Module) -> None:
-        """Give the examples the model's class ids (``t3vis.data.align_labels``), or say when nobody knows them."""
-        from ..data import align_labels, model_label_names
-
-        names = model_label_names(getattr(model, "config", None))
-        if names is None and self._sorted_names:
-            warnings.warn(f"{self.path}: the model's config.id2label names no classes, so the string labels got "
-                          f"ids in sorted order {dict(enumerate(self.dataset.label_names))}; if you train with "
-                          "other ids, pass label_names= in your id order (or set model.config.id2label)",
-                          stacklevel=3)
-        self.dataset = align_labels(self.dataset, names)
-        self.labels = self.dataset.frame["label"].to_numpy(np.int64)
-
     def _save_checkpoint(self, model: torch.nn.Module, epoch: int, step: int) -> None:
         name = f"epoch-{epoch}"
         rel = self.writer.weights_dir(name)

@@ -18,7 +18,13 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..analysis.datamaps import MISLABEL_COLUMN, available_scores, column_description, run_columns
+from ..analysis.datamaps import (
+    MISLABEL_COLUMN,
+    available_scores,
+    column_description,
+    preference_for,
+    run_columns,
+)
 from ..errors import StoreError
 from ..store import Run
 
@@ -137,7 +143,8 @@ class RunData:
             for key, label in labels.items():
                 cats = self.label_names if key == "prediction" else None
                 out[key] = Attribute(key, label, CATEGORICAL if cats else CONTINUOUS, DYNAMICS, cats,
-                                     f"{column_description(key, recorded)} {SOURCE_NOTES[DYNAMICS]}")
+                                     f"{column_description(key, recorded, preference_for(self.run))} "
+                                     f"{SOURCE_NOTES[DYNAMICS]}")
         return out
 
     def categorical_attributes(self) -> list[str]:

@@ -6,6 +6,7 @@ per browser session over a runs directory (``Explorer(runs_dir=...)``), where ru
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -16,6 +17,7 @@ from pathlib import Path
 import panel as pn
 import panel_material_ui as pmui
 import param
+from panel.util import edit_readonly
 
 from ..errors import T3VisError
 from ..paths import DEMO_RUN_NAME
@@ -25,7 +27,7 @@ from .heads import HeadView
 from .instance import InstanceView
 from .notebook import load_extensions
 from .projection import ProjectionView
-from .runs import default_run, is_run, list_runs, resolve_run
+from .runs import default_run, is_run, list_runs, resolve_run, run_query
 from .state import ExplorerState
 from .summary import SelectionSummary
 from .table import DataTable
@@ -48,6 +50,21 @@ def invalid_run(name: str, problems: list[str]) -> Markdown:
     if len(problems) > MAX_PROBLEMS:
         lines.append(Markdown("- ... and {} more").format(len(problems) - MAX_PROBLEMS))
     return Markdown("\n").join(lines)
+
+
+def problems_of(path: Path) -> list:
+    """``validate(path)``, once per state of the run on disk (its ``stamp``), not once per page: it lists every
+    chunk file (~0.2 s at the demo's size). Damage done since shows when the page reads the damaged array."""
+    try:
+        stamp = Run(str(path)).stamp()
+    except Exception:  # not a run (or unreadable): validate says why
+        return validate(str(path))
+    return _problems_at(str(path), stamp)
+
+
+@functools.lru_cache(maxsize=32)
+def _problems_at(path: str, stamp: tuple) -> list:
+    return validate(path)
 
 
 def counts_text(state: ExplorerState) -> Markdown:
@@ -166,6 +183,7 @@ class Explorer(pn.viewable.Viewer):
         super().__init__(runs_dir=None if runs_dir is None else Path(runs_dir).resolve(), **params)
         self._page = None  # built on first display
         self._location = None
+        self._opened = None  # the name of the run open, as the picker lists it
         load_extensions()  # in a notebook: Panel, Tabulator and bokeh inline (offline); served: the bokeh backend
         self.error = AlertPane("", alert_type="danger", visible=False, sizing_mode="stretch_width")
         self.picker = pmui.Select(label="Run", options=[], sizing_mode="stretch_width")
@@ -191,7 +209,7 @@ class Explorer(pn.viewable.Viewer):
             name = run_name or (default_run(self.runs_dir) if self.runs_dir else None)
             if name:
                 self.open_run(name)
-        self.picker.param.watch(lambda e: e.new and self.open_run(e.new), "value")
+        self.picker.param.watch(lambda e: e.new and self._pick(e.new), "value")
 
     # ------------------------------------------------------------------ runs
     def _refresh_picker(self) -> None:
@@ -202,14 +220,38 @@ class Explorer(pn.viewable.Viewer):
         if self.demo is not None:
             self.demo.layout.visible = not any(is_run(self.runs_dir / n) for n in names)
 
-    def open_run(self, name: str) -> bool:
-        """Open run ``name`` from the runs directory; on failure show why and keep the current run."""
+    def _pick(self, name: str) -> None:
+        """The picker chose run ``name``. A served page goes to ``?run=NAME``, built fresh like any new page: opened
+        in place, a run with other layers or methods left a select out of step with its plot (a select given new
+        options and a new value in two steps falls back to its first option, panel#1963). A bad run is explained
+        here, keeping the current one; a notebook, with no URL to go to, opens the run in place."""
+        if self._location is None:
+            self.open_run(name)
+        elif name == self._opened:
+            self.error.visible = False  # back on the open run: a bad pick's message no longer applies
+        elif self._checked_path(name) is not None:
+            self._location.search = run_query(name)
+            self._location.reload = True
+
+    def _checked_path(self, name: str) -> Path | None:
+        """The path of run ``name`` if it resolves inside the runs directory and validates; else None, and why."""
         try:
             path = resolve_run(self.runs_dir, name) if self.runs_dir is not None else Path(name)
-            problems = validate(str(path))
-            if problems:
-                self._show_error(invalid_run(name, problems))
-                return False
+        except T3VisError as exc:
+            self._show_error(str(exc))
+            return None
+        problems = problems_of(path)
+        if problems:
+            self._show_error(invalid_run(name, problems))
+            return None
+        return path
+
+    def open_run(self, name: str) -> bool:
+        """Open run ``name`` from the runs directory; on failure show why and keep the current run."""
+        path = self._checked_path(name)
+        if path is None:
+            return False
+        try:
             self.state.open(str(path))
         except T3VisError as exc:
             self._show_error(str(exc))
@@ -219,6 +261,7 @@ class Explorer(pn.viewable.Viewer):
             self._show_error(Markdown("run {} cannot be read: {}: {}").format(code(name), type(exc).__name__, exc))
             return False
         self.error.visible = False
+        self._opened = name
         if self.picker.value != name and name in self.picker.options:
             self.picker.value = name
         return True
@@ -281,7 +324,7 @@ class Explorer(pn.viewable.Viewer):
         right. Each panel has a fixed height and scrolls inside, so nothing overlaps or jumps; drag a panel's
         bottom-right corner to resize it."""
         tabs = self.tabs = pmui.Tabs(("Examples", self.table), ("Selection summary", self.summary),
-                                     sizing_mode="stretch_width")
+                                     sizing_mode="stretch_width", dynamic=True)  # the summary is built when opened
         summary_tab = len(tabs) - 1
         tabs.param.watch(lambda event: setattr(self.summary, "shown", event.new == summary_tab), "active")
         left = pn.Column(panel(self.projection, PLOTS_HEIGHT, "t3-plots"), panel(tabs, TABLE_HEIGHT, "t3-table"),
@@ -299,5 +342,10 @@ class Explorer(pn.viewable.Viewer):
             self._location = pn.state.location if pn.state.curdoc is not None and pn.state.curdoc.session_context \
                 else None  # a served page's URL (None in a notebook)
             self._page = pmui.Page(title="t3vis explorer", sidebar=self._controls(), main=self.main_area(),
-                                   sidebar_width=330)
+                                   sidebar_width=330, busy_indicator=None)
+            with edit_readonly(self._page):
+                # a Page follows the process-wide ``pn.state.busy``, which flips around every callback of every
+                # session, and each flip re-walked every open page's whole model graph (~0.1 s a page): 20 open
+                # pages made each click cost seconds. The views show their own spinners instead
+                self._page.busy = False
         return self._page

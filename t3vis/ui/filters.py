@@ -13,6 +13,7 @@ import param
 from .data import CATEGORICAL
 from .state import ExplorerState
 from .text import Markdown, MarkdownPane
+from .widgets import MenuClickThrough
 
 
 class FilterPanel(pn.viewable.Viewer):
@@ -32,7 +33,10 @@ class FilterPanel(pn.viewable.Viewer):
         self._on_run()
 
     def __panel__(self):
-        return pn.Column(self.attribute, self.editor, self.summary, self.clear, sizing_mode="stretch_width")
+        # the category editor is a multi-select whose menu stays open after a choice: the next click beside it
+        # must still reach the widget it lands on (the page's other menus profit too)
+        return pn.Column(self.attribute, self.editor, self.summary, self.clear, MenuClickThrough(),
+                         sizing_mode="stretch_width")
 
     @param.depends("state.run", watch=True)
     def _on_run(self) -> None:

@@ -1,5 +1,8 @@
 """Instance view: one example's tokens coloured by saliency or by a head's attention, the prediction, and pruning.
 
+In a token-classification run the example is a word: the view shows its sentence as a strip of words with gold and
+predicted tags (a click picks another word), that word's tag probabilities, and saliency for its tag.
+
 The example comes from the session state (``state.example``, set by the table). The model runs off
 the UI thread in the shared pool of :mod:`t3vis.serving`, with this session's pruned heads; results are
 memoised per session (`session_model`) so the head view and this view share one forward pass.
@@ -22,7 +25,7 @@ from ..analysis.saliency import label_of
 from ..errors import T3VisError
 from ..serving import Encoding, Forward, NewestOnly, acall, normalize_pruned, prediction_change, session_model
 from .state import ExplorerState
-from .text import AlertPane, Markdown, MarkdownPane
+from .text import HTML, AlertPane, Markdown, MarkdownPane
 from .tokens import (
     attention_from,
     classes_html,
@@ -31,14 +34,20 @@ from .tokens import (
     pruning_summary,
     selection_summary,
     sequential_colours,
+    tag_change,
+    tags_html,
     token_units,
     tokens_html,
     unit_sums,
+    word_tags,
 )
 from .widgets import NOTICE_STYLE, ClickableHTML
 
 #: Most examples the "re-predict selection" button runs (a larger selection is sampled, and says so).
 MAX_REPREDICT = 5_000
+#: The re-predicted selection's result: a callout under its button, so the eye finds it where it clicked.
+RESULT_STYLE = {"background": "#e8f1fb", "color": "#0b3c6f", "border-left": "4px solid #1976d2",
+                "padding": "0 10px", "border-radius": "4px"}
 
 
 # ---------------------------------------------------------------------------------------------------- the view
@@ -53,6 +62,16 @@ class _Shown:
     baseline: Forward | None
     target: int
     saliency: np.ndarray
+    #: Token runs: the example's index in its sentence, the sentence's rows, words and gold tag ids.
+    word: int | None = None
+    sentence: np.ndarray | None = None
+    words: list[str] | None = None
+    gold_tags: np.ndarray | None = None
+
+    @property
+    def unit(self) -> Forward:
+        """The pass as it concerns the explained unit: the example, or in a token run its word."""
+        return self.forward.word(self.word)
 
 
 class InstanceView(pn.viewable.Viewer):
@@ -73,25 +92,29 @@ class InstanceView(pn.viewable.Viewer):
         self._notice = MarkdownPane("", visible=False, sizing_mode="stretch_width", margin=(4, 5),
                                     styles=NOTICE_STYLE)
         self._pruning = MarkdownPane("", visible=False, sizing_mode="stretch_width", margin=(0, 5))
+        self._tags = ClickableHTML(on_click=self._on_click, visible=False)
         self._classes = ClickableHTML(on_click=self._on_click)
         self._legend = MarkdownPane("", sizing_mode="stretch_width", margin=(0, 5))
         self._tokens = ClickableHTML(on_click=self._on_click)
         self._busy = pn.indicators.LoadingSpinner(value=False, size=18, visible=False)
         self._newest = NewestOnly(self._busy)
-        self._repredict = pn.widgets.Button(label="Re-predict selection with pruned heads", color="primary",
-                                            disabled=True)
+        self._repredict = pmui.Button(label="Re-predict selection with pruned heads", variant="contained",
+                                      color="primary", disabled=True, sizing_mode="stretch_width")
         self._repredict.on_click(self._on_repredict)
         self._progress = pn.indicators.Progress(value=0, max=100, visible=False, sizing_mode="stretch_width",
                                                 bar_color="primary")
-        self._selection = MarkdownPane("", sizing_mode="stretch_width", margin=(0, 5))
+        self._selection = MarkdownPane("", visible=False, sizing_mode="stretch_width", margin=(4, 5),
+                                       styles=RESULT_STYLE)
         controls = pn.Row(
             pmui.Select.from_param(state.param.saliency_method, label="Saliency method", width=200),
             pmui.Checkbox.from_param(self.param.merge_words, label="merge word-pieces"),
             self._busy)
+        # re-predicting the selection comes first, under the controls: below the example's tokens its result fell
+        # outside the panel's visible part, with nothing pointing to it
         self._layout = pn.Column(
-            controls, self._header, self._message, self._notice, self._pruning, self._classes,
-            self._legend, self._tokens, pn.Row(self._repredict), self._progress, self._selection,
-            sizing_mode="stretch_width", name="Instance")
+            controls, self._repredict, self._progress, self._selection, self._header, self._message, self._notice,
+            self._pruning, self._tags, self._classes, self._legend, self._tokens, sizing_mode="stretch_width",
+            name="Instance")
         self._show_repredict()
         param.parameterized.async_executor(self.refresh)
 
@@ -131,19 +154,22 @@ class InstanceView(pn.viewable.Viewer):
             unit = int(value)
             self.focus = None if self.focus == unit else unit
             self._render()
+        elif kind == "word" and self._shown is not None and self._shown.sentence is not None:
+            self.state.example = int(self._shown.sentence[int(value)])  # that word's row: explains its tag
 
     @param.depends("state.pruned_heads", "state.n_selected", watch=True)
     def _on_pruned_count(self) -> None:
         """The pruning or the selection changed: the last re-predicted selection no longer applies."""
         self._show_repredict()
-        self._selection.object = ""
+        self._say("")
 
     def _show_repredict(self) -> None:
         """The re-predict button's label and state for the current pruning and selection."""
         state = self.state
         n = state.n_selected if state.mask is not None else state.n_total
         heads = len(state.pruned_heads)
-        count = f"{n:,} examples" if n <= MAX_REPREDICT else f"{MAX_REPREDICT:,} of {n:,} examples"
+        unit = "words" if self.model.per_word else "examples"
+        count = f"{n:,} {unit}" if n <= MAX_REPREDICT else f"{MAX_REPREDICT:,} of {n:,} {unit}"
         self._repredict.disabled = not heads or not n
         self._repredict.label = (f"Re-predict {count} with {heads} pruned head{'s' if heads != 1 else ''}"
                                  if heads else "Prune heads to re-predict the selection")
@@ -169,6 +195,8 @@ class InstanceView(pn.viewable.Viewer):
         with self._newest.running(token):
             try:
                 server, encoding, label = await self.model.example(example)
+                word = self.model.word_of(example)
+                sentence = await acall(self.model.sentence, example) if word is not None else ()
                 asked = state.target_class if state.target_class in range(server.num_labels) else None
                 # Saliency needs its class. Start it beside the forward pass on a guess (the class asked for, else
                 # the prediction stored in the run) and redo it only when the guess proves wrong: the two calls run
@@ -182,7 +210,7 @@ class InstanceView(pn.viewable.Viewer):
                     passes.append(self.model.forward(example, (), attentions=False))
                 forward, *rest = await asyncio.gather(*passes)
                 baseline = rest[0] if rest else None
-                target = asked if asked is not None else int(forward.probs.argmax())
+                target = asked if asked is not None else int(forward.word(word).probs.argmax())
                 if early is not None and guess == target:
                     saliency = await early
                 else:
@@ -197,7 +225,7 @@ class InstanceView(pn.viewable.Viewer):
         if not self._newest.is_current(token):
             return  # a newer request superseded this one
         self._show_message("")
-        self._shown = _Shown(example, encoding, label, forward, baseline, target, saliency)
+        self._shown = _Shown(example, encoding, label, forward, baseline, target, saliency, word, *sentence)
         self._render()
 
     def _label_names(self, n: int) -> list[str]:
@@ -207,31 +235,27 @@ class InstanceView(pn.viewable.Viewer):
     def _render(self) -> None:
         shown = self._shown
         if shown is None:
-            self._classes.html = self._tokens.html = ""
+            self._classes.html = self._tokens.html = self._tags.html = ""
             self._legend.object = ""
-            self._notice.visible = self._pruning.visible = False
+            self._notice.visible = self._pruning.visible = self._tags.visible = False
             return
-        encoding, forward = shown.encoding, shown.forward
-        names = self._label_names(len(forward.probs))
-        pred = int(forward.probs.argmax())
+        encoding, forward, unit = shown.encoding, shown.forward, shown.unit
+        names = self._label_names(len(unit.probs))
         gold = shown.label
-        header = Markdown("**Example {}**").format(shown.example)
-        if gold is not None:
-            header += Markdown(" · gold **{}**").format(names[gold])
-        header += Markdown(" · predicted **{}** ({:.1%})").format(names[pred], forward.probs[pred])
-        if gold is not None:
-            header += " ✓" if gold == pred else " ✗"
-        self._header.object = header
+        self._header.object = self._header_text(shown, names)
         self._notice.object = (Markdown("**Truncated:** this text is longer than the {} tokens the model reads (the "
                                         "run's maximum length); only its first {} tokens are analysed and shown.")
                                .format(encoding.max_length, len(encoding)) if encoding.truncated else "")
         self._notice.visible = encoding.truncated
         pruned = normalize_pruned(self.state.pruned_heads)
-        if shown.baseline is not None:
-            self._pruning.object = pruning_summary(names, gold, pruned, shown.baseline, forward)
-        self._pruning.visible = shown.baseline is not None
-        self._classes.html = classes_html(names, forward.probs, gold=gold, target=shown.target,
-                                          baseline=None if shown.baseline is None else shown.baseline.probs)
+        baseline = None if shown.baseline is None else shown.baseline.word(shown.word)
+        if baseline is not None:
+            self._pruning.object = pruning_summary(names, gold, pruned, baseline, unit)
+        self._pruning.visible = baseline is not None
+        self._tags.html = self._tag_strip(shown, names) if shown.word is not None else ""
+        self._tags.visible = shown.word is not None
+        self._classes.html = classes_html(names, unit.probs, gold=gold, target=shown.target,
+                                          baseline=None if baseline is None else baseline.probs)
         units = token_units(encoding, self.merge_words)
         focus = self.focus if self.focus is not None and self.focus < len(units) else None
         head = self.state.head
@@ -245,9 +269,16 @@ class InstanceView(pn.viewable.Viewer):
                                             value_label="attention", example=shown.example)
             return
         values = unit_sums(shown.saliency, units)
-        legend = Markdown("Saliency ({}) for class **{}**: <span style='color:#d62728'>red</span> supports it, "
-                          "<span style='color:#1f77b4'>blue</span> speaks against it. Click a class to explain "
-                          "it").format(method, names[shown.target])
+        if shown.word is None:
+            legend = Markdown("Saliency ({}) for class **{}**: ").format(method, names[shown.target])
+        else:
+            legend = Markdown("Saliency ({}) for the tag **{}** of **{}**: ").format(
+                method, names[shown.target], shown.words[shown.word])
+        legend += Markdown("<span style='color:#d62728'>red</span> supports it, <span style='color:#1f77b4'>blue"
+                           "</span> speaks against it. Click a {} to explain it").format(
+                               "class" if shown.word is None else "tag")
+        if shown.word is not None:
+            legend += Markdown(", a word above to explain that word")
         legend += Markdown(", a token to see its attention in the selected head." if head is not None else
                            "; select a head in the head view, then click a token to see its attention.")
         if focus is not None and head is None:
@@ -255,7 +286,36 @@ class InstanceView(pn.viewable.Viewer):
         self._legend.object = legend
         self._tokens.html = tokens_html(units, values, diverging_colours(values), focus=focus, example=shown.example)
 
+    def _header_text(self, shown: _Shown, names: list[str]) -> Markdown:
+        """Which example (a token run: which word of which sentence), its gold label, its prediction, ✓ or ✗."""
+        unit, gold = shown.unit, shown.label
+        pred = int(unit.probs.argmax())
+        if shown.word is None:
+            header = Markdown("**Example {}**").format(shown.example)
+        else:
+            sentence = int(self.state.data.values("sentence")[shown.example])
+            header = Markdown("**«{}»** · sentence {}, word {}").format(shown.words[shown.word], sentence,
+                                                                         shown.word)
+        if gold is not None:
+            header += Markdown(" · gold **{}**").format(names[gold])
+        header += Markdown(" · predicted **{}** ({:.1%})").format(names[pred], unit.probs[pred])
+        if gold is not None:
+            header += Markdown(" ✓") if gold == pred else Markdown(" ✗")
+        return header
+
+    def _tag_strip(self, shown: _Shown, names: list[str]) -> HTML:
+        """The sentence's words with gold and predicted tags (with this session's pruning), the shown word marked."""
+        tags = word_tags(shown.forward.logits)
+        probs = [float(shown.forward.probs[w, t]) if t >= 0 else float("nan") for w, t in enumerate(tags)]
+        return tags_html(shown.words, [names[g] for g in shown.gold_tags],
+                         [names[t] if t >= 0 else None for t in tags], probs, selected=shown.word)
+
     # ------------------------------------------------------------------ selection
+    def _say(self, text: str) -> None:
+        """Show ``text`` (``Markdown``) about the re-predicted selection under its button; "" hides the callout."""
+        self._selection.object = text
+        self._selection.visible = bool(text)
+
     def _selection_rows(self) -> tuple[np.ndarray, int | None]:
         rows = self.state.rows()
         if len(rows) <= MAX_REPREDICT:
@@ -267,7 +327,8 @@ class InstanceView(pn.viewable.Viewer):
         await self.repredict_selection()
 
     async def repredict_selection(self) -> dict | None:
-        """Predict the current selection with and without the pruned heads (batched, with progress)."""
+        """Predict the current selection with and without the pruned heads (batched, with progress); in a token run
+        the selected words' whole sentences (`tag_change`)."""
         state = self.state
         pruned = normalize_pruned(state.pruned_heads)
         if state.run is None or not pruned:
@@ -275,34 +336,57 @@ class InstanceView(pn.viewable.Viewer):
         rows, sampled_from = self._selection_rows()
         self._repredict.disabled = True
         self._progress.visible, self._progress.value = True, 0
-        self._selection.object = Markdown("Re-predicting {:,} examples…").format(len(rows))
+        unit = "words" if self.model.per_word else "examples"
+        self._say(Markdown("Re-predicting {:,} {}…").format(len(rows), unit))
+
+        def progress(done, total):
+            self._progress.value = int(100 * done / max(total, 1))
+
         try:
             server = await self.model.server()
-            max_length = state.run.max_length
-            checkpoint = self.model.checkpoint()
-            texts, stored = await acall(lambda: ([str(t) for t in state.data.text(rows)],
-                                                 checkpoint.logits(rows)))
-            labels = np.asarray(state.data.values("label"))[rows] if "label" in state.data.attributes else None
-
-            def progress(done, total):
-                self._progress.value = int(100 * done / max(total, 1))
-
-            before, after = await server.apredict_pruning(texts, labels, pruned, stored_logits=stored,
-                                                          max_length=max_length, progress=progress)
+            repredict = self._repredict_words if self.model.per_word else self._repredict_examples
+            change = await repredict(server, rows, pruned, progress)
         except T3VisError as err:
-            self._selection.object = Markdown("Cannot re-predict: {}").format(err)
+            self._say(Markdown("Cannot re-predict: {}").format(err))
             return None
         finally:
             self._progress.visible = False
             self._show_repredict()
+        change["pruned"] = [list(h) for h in pruned]
+        self._say(Markdown("**Selection re-predicted** with {} pruned head{}: ").format(
+            len(pruned), "s" if len(pruned) != 1 else "") + selection_summary(change, sampled_from))
+        self.last_change = change
+        return change
+
+    async def _repredict_examples(self, server, rows: np.ndarray, pruned, progress) -> dict:
+        """Examples: the unpruned side from the checkpoint's extracted logits where it has them."""
+        state = self.state
+        checkpoint = self.model.checkpoint()
+        texts, stored = await acall(lambda: ([str(t) for t in state.data.text(rows)], checkpoint.logits(rows)))
+        labels = np.asarray(state.data.values("label"))[rows] if "label" in state.data.attributes else None
+        before, after = await server.apredict_pruning(texts, labels, pruned, stored_logits=stored,
+                                                      max_length=state.run.max_length, progress=progress)
         change = prediction_change(before, after)
         if labels is not None and len(labels):
             change["accuracy_before"] = float((before.pred == labels).mean())
             change["accuracy_after"] = float((after.pred == labels).mean())
-        change["pruned"] = [list(h) for h in pruned]
         change["baseline"] = "fresh" if stored is None else "extracted"
-        self._selection.object = selection_summary(change, sampled_from)
-        self.last_change = change
+        return change
+
+    async def _repredict_words(self, server, rows: np.ndarray, pruned, progress) -> dict:
+        """Words: their sentences, both sides predicted afresh the same way (batched, bf16 where fast)."""
+        state = self.state
+        sentences, words, gold = await acall(self.model.sentences_of, rows)
+        n = len(sentences)
+
+        def report(offset):
+            return lambda done, _: progress(offset + done, 2 * n)
+
+        before = await server.apredict_words(words, (), max_length=state.run.max_length, progress=report(0))
+        after = await server.apredict_words(words, pruned, max_length=state.run.max_length, progress=report(n))
+        change = await acall(tag_change, gold, before, after, [np.isin(s, rows) for s in sentences],
+                             list(state.run.label_names))
+        change["baseline"] = "fresh"
         return change
 
 

@@ -33,7 +33,8 @@ def load_extensions() -> None:
     """Select HoloViews' bokeh backend; in a notebook also load Panel with ``EXTENSIONS``, inline, once per kernel."""
     global _loaded_in_kernel
     if not in_notebook():
-        hv.extension("bokeh", logo=False)
+        if hv.Store.current_backend != "bokeh" or "bokeh" not in hv.Store.renderers:  # once, not per page (~20 ms)
+            hv.extension("bokeh", logo=False)
         return
     if _loaded_in_kernel:
         return

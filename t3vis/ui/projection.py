@@ -178,6 +178,23 @@ def add_regions(fig) -> None:
                              x_offset=-4 if anchor["text_align"] == "right" else 4, **anchor))
 
 
+def add_marks(fig, data: dict) -> dict:
+    """Draw the marks ``data`` holds (``ScatterPlot.mark_data``) in a Bokeh figure: the neighbours (with a hover
+    that says their similarity), the example they are neighbours of, the example the instance view shows (a
+    ring); their sources by mark."""
+    from bokeh.models import ColumnDataSource, HoverTool
+
+    made = {name: ColumnDataSource(values) for name, values in data.items()}
+    near = fig.scatter("x", "y", source=made["near"], color=NEIGHBOUR_COLOR, size=9, line_color="black", line_width=1)
+    fig.scatter("x", "y", source=made["query"], marker="star", color=NEIGHBOUR_COLOR, size=18, line_color="black",
+                line_width=1.5)
+    for color, size in (("white", 22), ("black", 17)):  # a ring that reads on light and dark pixels
+        fig.scatter("x", "y", source=made["example"], marker="circle", fill_alpha=0, size=size, line_color=color,
+                    line_width=3)
+    fig.add_tools(HoverTool(renderers=[near], tooltips=[("row", "@row"), ("similarity", "@similarity{0.000}")]))
+    return made
+
+
 def region_note() -> HTML:
     """The data map's regions and their thresholds, as the legend under the plots says them."""
     return HTML('<div style="font-size:12px"><b>Data map</b>: confidence = mean probability of the gold label over '
@@ -262,13 +279,17 @@ class ScatterPlot:
         self.clim = data.value_range(self.color, self.color_checkpoint) if attr and not self.categorical else None
         self.legend = legend_html(attr.label, self.key) if self.categorical else scale_note(attr)
         self.notes = region_note() if spec.kind == "datamap" else HTML("")
-        self.range_xy = hv.streams.RangeXY()
+        # the first view: the previous plot's (a rebuild keeps the zoom) or the data's extent. Set on the stream, not as
+        # xlim/ylim: HoloViews redraws every layer once more after the first render of a plot with limits
+        x_range, y_range = ranges or self.extent
+        self.range_xy = hv.streams.RangeXY(x_range=tuple(x_range), y_range=tuple(y_range))
         self.size = hv.streams.PlotSize()
         # each layer as rendered: one per page (or notebook output), held weakly (HoloViews owns them)
         self._rendered = {"front": weakref.WeakSet(), "back": weakref.WeakSet()}
         self._drawn: dict[str, bool] = {}  # layer -> whether its last aggregate held any point
+        self._drawn_view: tuple | None = None  # the (x_range, y_range) the layers were last drawn for
         self._mark_sources: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # plot -> {mark: its source}
-        self.element = self._overlay(ranges)
+        self.element = self._overlay()
         # a stream whose source is an overlay attaches to nothing: use one layer (the plot's tools are shared)
         self.box = hv.streams.BoundsXY(source=self._front_layer)
         self.lasso = hv.streams.Lasso(source=self._front_layer)
@@ -369,7 +390,8 @@ class ScatterPlot:
 
         The element reuses ``template``'s id, so it carries the layer's options without per-update option work.
         """
-        agg = self._aggregate(frame, x_range, y_range, width, height)[2]
+        view_x, view_y, agg = self._aggregate(frame, x_range, y_range, width, height)
+        self._drawn_view = (view_x, view_y)  # read by `_skip_same_refresh`
         template = self._templates[layer]
         self._drawn[layer] = drawn_anything(agg.data)  # read by the layer's hook when HoloViews renders it
         # (xs, ys, array) tuples: the grid interface computes ranges several times faster than xarray's
@@ -422,7 +444,7 @@ class ScatterPlot:
         page = page.reset_index()
         return hv.Points(page, ["x", "y"], ["row", *shown, "text"], id=self._templates["sparse"].id)
 
-    def _overlay(self, ranges: tuple | None):
+    def _overlay(self):
         state = self.state
         hover = [("row", "@row"), ("label", "@label"), ("text", "@text")]
         if "pred" in state.data.attributes:
@@ -457,9 +479,8 @@ class ScatterPlot:
         xlabel, ylabel = self.spec.axis_labels
         opts = dict(title=self.spec.title, xlabel=xlabel, ylabel=ylabel, responsive=True, min_height=360,
                     active_tools=["box_select", "wheel_zoom"], toolbar="above")
-        opts.update(xlim=ranges[0], ylim=ranges[1]) if ranges else opts.update(xlim=self.extent[0],
-                                                                               ylim=self.extent[1])
-        return (back_layer * self._front_layer * sparse).opts(hooks=[self._marks_hook()], **opts)
+        hooks = [self._skip_same_refresh(), self._marks_hook()]
+        return (back_layer * self._front_layer * sparse).opts(hooks=hooks, **opts)
 
     def neighbours(self):
         """The ``Neighbours`` this plot marks: the comparison checkpoint's in plot "b", else the main one's."""
@@ -483,35 +504,56 @@ class ScatterPlot:
         return {"near": self.neighbour_data(False), "query": self.neighbour_data(True),
                 "example": {"x": self.x[rows], "y": self.y[rows], "row": rows}}
 
+    def _skip_same_refresh(self):
+        """A hook that drops the refresh HoloViews queues after a plot's first render when it would draw the same.
+
+        HoloViews draws a plot with a RangeXY stream a second time right after the first, to pass the ranges it
+        computed through the stream; ours start at those ranges, so that drew every layer again (with linked axes
+        the shared range can differ: then it stays). Served, it cost more: Panel cannot refresh a page before the
+        browser reports it rendered, so HoloViews re-queued that refresh on every tick of the event loop until then
+        (thousands of callbacks a page). Holds the plot weakly."""
+        owner = weakref.ref(self)
+
+        def skip(plot, element):
+            me = owner()
+            view = me and me._drawn_view
+            stream = me and (me.range_xy.x_range, me.range_xy.y_range)
+            if view and None not in stream and np.allclose(np.ravel(view), np.ravel(stream), rtol=1e-9, atol=0):
+                for part in plot.traverse(lambda p: p):
+                    if getattr(part, "_trigger", None):
+                        part._trigger = []
+
+        return skip
+
     def _marks_hook(self):
-        """A hook that adds this plot's marks to each rendered figure once, as Bokeh glyphs of their own: they
-        change only when the marked rows do (``_push_marks``), so pans, zooms and brushes never redraw them (as
-        HoloViews layers they added ~60 ms to every pan and zoom at 1M points). The data map also gets its
-        regions. Holds the plot weakly."""
+        """A hook that dresses each rendered figure once: the data map's regions, the save tools, and this plot's
+        marks as Bokeh glyphs of their own, which change only when the marked rows do (``_push_marks``), so pans,
+        zooms and brushes never redraw them (as HoloViews layers they added ~60 ms to every pan and zoom at 1M
+        points). A page opens with nothing to mark: its marks are added when there first is (~80 Bokeh models a
+        page, a tenth of building and sending it). Holds the plot weakly."""
         sources, owner = self._mark_sources, weakref.ref(self)
 
         def add(plot, element):
             me = owner()
             if me is None or plot in sources:  # hooks run again on every update of the plot
                 return
-            from bokeh.models import ColumnDataSource, HoverTool
-
-            fig = plot.state
-            made = {name: ColumnDataSource(values) for name, values in me.mark_data().items()}
-            near = fig.scatter("x", "y", source=made["near"], color=NEIGHBOUR_COLOR, size=9, line_color="black",
-                               line_width=1)
-            fig.scatter("x", "y", source=made["query"], marker="star", color=NEIGHBOUR_COLOR, size=18,
-                        line_color="black", line_width=1.5)
-            for color, size in (("white", 22), ("black", 17)):  # a ring that reads on light and dark pixels
-                fig.scatter("x", "y", source=made["example"], marker="circle", fill_alpha=0, size=size,
-                            line_color=color, line_width=3)
-            fig.add_tools(HoverTool(renderers=[near], tooltips=[("row", "@row"), ("similarity", "@similarity{0.000}")]))
             if me.spec.kind == "datamap":
-                add_regions(fig)
-            me._dress_for_export(fig)
-            sources[plot] = made
+                add_regions(plot.state)
+            me._dress_for_export(plot.state)
+            sources[plot] = {}
+            me._draw_marks(plot, sources[plot], me.mark_data())
 
         return add
+
+    @staticmethod
+    def _draw_marks(plot, made: dict, data: dict) -> None:
+        """Show ``data`` (``mark_data``) in the rendered ``plot``: into its marks' sources, which ``made`` holds, or,
+        the first time there is a row to mark, as new glyphs."""
+        if made:
+            for name, source in made.items():
+                source.data = data[name]
+        elif any(len(values["row"]) for values in data.values()):
+            made.update(add_marks(plot.state, data))
 
     def export_name(self) -> str:
         """The file name (no extension) a saved image of this plot gets: run, plot and colouring."""
@@ -537,11 +579,7 @@ class ScatterPlot:
         """Redraw the marks in every rendered figure of this plot."""
         data = self.mark_data()
         for plot, made in list(self._mark_sources.items()):
-            def update(made=made):
-                for name, source in made.items():
-                    source.data = data[name]
-
-            update_rendered(plot, update)
+            update_rendered(plot, lambda plot=plot, made=made: self._draw_marks(plot, made, data))
 
     def dispose(self) -> None:
         """Stop following the state (a replaced plot must not keep recomputing or hold its frames)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 from ..errors import StoreError
 from ..paths import DEMO_RUN_NAME, RUNS_DIR_ENV, runs_dir as default_runs_dir
@@ -46,6 +47,11 @@ def resolve_run(runs_dir: "str | os.PathLike", name: str) -> Path:
     if path == root or not path.is_relative_to(root):
         raise StoreError(f"run {name!r}: refused, it is outside the runs directory {root}")
     return path
+
+
+def run_query(name: str) -> str:
+    """The URL query that opens run ``name`` in a served page (``apps/main.py`` reads ``?run=``), any name intact."""
+    return "?run=" + quote(name, safe="")
 
 
 def app_runs_dir(argv: list[str] | None = None) -> Path:

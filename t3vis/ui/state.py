@@ -17,6 +17,7 @@ from ..analysis.saliency import METHODS, label_of
 from ..errors import QueryError, StoreError
 from ..store import Run
 from ..store.search import Query, parse
+from ..tasks import task_of
 from . import masks
 from .data import CATEGORICAL, CHECKPOINT, PlotSpec, RunData, run_data
 from .text import Markdown
@@ -130,7 +131,7 @@ class ExplorerState(param.Parameterized):
         choices = data.projection_choices()
         with param.parameterized.batch_call_watchers(self):
             self.selection = None
-            self.filters = {}
+            self.filters = task_of(run).default_filters(list(run.label_names))
             self.example = None
             self.search = ""
             self.search_message = ""

@@ -24,7 +24,7 @@ import numpy as np
 import panel as pn
 import param
 
-from ..analysis.datamaps import MISLABEL_COLUMN, default_score
+from ..analysis.datamaps import MISLABEL_COLUMN, default_score, preference_for
 from ..analysis.saliency import METHODS, label_of
 from ..analysis.summary import (
     MAX_SAMPLE,
@@ -245,7 +245,9 @@ class SelectionSummary(pn.viewable.Viewer):
         data = self.state.data
         out = []
         if MISLABEL_COLUMN in data.attributes:  # which score it is: a metadata read, once per run
-            name = shared_codes(data, ("default score",), lambda: default_score(self.state.run.dynamics_arrays()).name)
+            run = self.state.run
+            name = shared_codes(data, ("default score",),
+                                lambda: default_score(run.dynamics_arrays(), preference_for(run)).name)
             out.append((MISLABEL_COLUMN, f"mislabel score ({name})"))
         if "loss" in data.attributes:
             out.append(("loss", "loss"))

@@ -26,6 +26,8 @@ from .text import HTML_CELLS, Markdown, MarkdownPane, escape_html, marked
 DYNAMICS_COLUMNS = ("text", "label", "prediction", "confidence", "variability", "correctness", "mislabel_score",
                     "split")
 CHECKPOINT_COLUMNS = ("text", "label", "pred", "loss", "split")
+#: A token run's rows are words: the word's sentence, with the word marked, follows it.
+WORD_COLUMNS = ("context",)
 #: At most this many rows go into a CSV export (the file says so when it is cut).
 EXPORT_MAX_ROWS = 1_000_000
 EXPORT_CHUNK_ROWS = 50_000
@@ -78,6 +80,7 @@ class DataTable(pn.viewable.Viewer):
         if data is None:
             return []
         shown = DYNAMICS_COLUMNS if data.has_dynamics else CHECKPOINT_COLUMNS
+        shown = shown[:1] + WORD_COLUMNS + shown[1:]  # a token run's word in its sentence (absent elsewhere)
         return [c for c in shown if c == "text" or c in data.attributes]
 
     def page_rows(self) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Token rendering for the instance view: the shown units (tokens or merged words), their values, colours and HTML.
+"""Token rendering for the instance view: the shown units (tokens or merged words), their values, colours and HTML;
+a tagged sentence's strip of words with gold and predicted tags; what pruning changed.
 
 Small pure functions, tested without a browser or a model: HTML is built from literal ``text.HTML`` templates
 (token texts and label names go in escaped), one ``<span>`` per token or word, clicks reported through the
@@ -174,21 +175,85 @@ def pruning_summary(label_names, label: int | None, pruned, before: Forward, aft
 
 
 def selection_summary(change: dict, sampled_from: int | None = None) -> Markdown:
-    """Markdown for the re-predicted selection."""
+    """Markdown for the re-predicted selection: examples, or (``tag_change``) words and their sentences."""
     n = change["n"]
-    text = Markdown("**{:,}** examples").format(n)
+    words = "sentences" in change
+    text = Markdown("**{:,}** word{} in {:,} sentence{}").format(
+        n, "s" if n != 1 else "", change["sentences"], "s" if change["sentences"] != 1 else "") if words else \
+        Markdown("**{:,}** examples").format(n)
     if sampled_from:
         text += Markdown(" (a random sample of the {:,} selected)").format(sampled_from)
-    text += Markdown(" · predictions changed: **{:,}** ({:.1%})").format(change["flipped"],
-                                                                          change["flipped"] / max(n, 1))
+    text += Markdown(" · {} changed: **{:,}** ({:.1%})").format("tags" if words else "predictions", change["flipped"],
+                                                                 change["flipped"] / max(n, 1))
     if "loss_change" in change:
         text += Markdown(" · mean loss {:.3f} → {:.3f} (**{:+.3f}**)").format(
             change["loss_before"], change["loss_after"], change["loss_change"])
+    if "entity_f1_before" in change:
+        text += Markdown(" · entity F1 of the sentences {:.3f} → {:.3f} (**{:+.3f}**)").format(
+            change["entity_f1_before"], change["entity_f1_after"],
+            change["entity_f1_after"] - change["entity_f1_before"])
     if "accuracy_before" in change:
-        text += Markdown(" · accuracy {:.1%} → {:.1%}").format(change["accuracy_before"], change["accuracy_after"])
+        accuracy = Markdown(" · word accuracy {:.1%} → {:.1%}") if words else \
+            Markdown(" · accuracy {:.1%} → {:.1%}")
+        text += accuracy.format(change["accuracy_before"], change["accuracy_after"])
     if change.get("baseline") == "extracted":
         text += Markdown(" · unpruned: the checkpoint's extracted predictions (near ties re-checked)")
     return text
+
+
+# ---------------------------------------------------------------------------------------------------- tags
+def word_tags(logits: np.ndarray) -> np.ndarray:
+    """Each word's predicted tag id from a tagger's logits ``[words, C]``; -1 for a word not read (NaN logits)."""
+    logits = np.asarray(logits, np.float32)
+    read = ~np.isnan(logits).any(-1)
+    tags = np.full(len(logits), -1, np.int64)
+    tags[read] = logits[read].argmax(-1)
+    return tags
+
+
+def tags_html(words, gold, pred, probs, *, selected: int | None = None) -> HTML:
+    """A sentence as a strip of clickable words (``data-click="word:<w>"``), each over its gold tag and its
+    predicted tag: a prediction that differs from the gold tag is marked ``wrong`` (red), the selected word
+    ``focus``. ``gold``/``pred`` are tag names (``pred`` None: a word the model did not read, shown "—"),
+    ``probs`` the predicted tags' probabilities. Tags ride along as ``data-gold``/``data-pred`` for tests."""
+    parts = [HTML('<div class="tagstrip">')]
+    block = HTML('<span class="{}" data-click="word:{}" data-gold="{}" data-pred="{}" title="{}"><span class="w">{}'
+                 '</span><span class="gold">{}</span><span class="pred">{}</span></span>')
+    for w, (word, g, p, prob) in enumerate(zip(words, gold, pred, probs)):
+        read = p is not None
+        classes = "tagw" + ("" if not read or p == g else " wrong") + (" focus" if w == selected else "")
+        title = (HTML("{}: gold {} · predicted {} ({:.1%})").format(word, g, p, float(prob)) if read else
+                 HTML("{}: gold {} · not read by the model (cut off by the maximum length)").format(word, g))
+        parts.append(block.format(classes, w, g, p if read else "", title, word, g, p if read else "—"))
+    parts.append(HTML("</div>"))
+    return HTML("").join(parts)
+
+
+def tag_change(gold, before, after, selected, tag_names) -> dict:
+    """What pruning changed over some sentences of a tagged run, as `selection_summary` shows it.
+
+    ``gold`` are tag ids per sentence, ``before``/``after`` the tagger's logits ``[words, C]`` per sentence without
+    and with the pruned heads, ``selected`` per sentence which words were selected. Tags changed and word accuracy
+    count the selected words; entity-level F1 (seqeval, CoNLL convention) scores the whole sentences against the
+    gold tags, a word not read counting as "O" as in the recorded training metrics.
+    """
+    from ..training.words import entity_scores
+
+    names = np.asarray(list(tag_names) + ["O"], object)  # index -1: a word not read
+    pred_before, pred_after = [word_tags(x) for x in before], [word_tags(x) for x in after]
+    chosen = [np.asarray(s, bool) for s in selected]
+    gold = [np.asarray(g, np.int64) for g in gold]
+
+    def picked(values):
+        return np.concatenate([v[s] for v, s in zip(values, chosen)]) if chosen else np.zeros(0, np.int64)
+
+    g, b, a = picked(gold), picked(pred_before), picked(pred_after)
+    f1 = [entity_scores([names[x] for x in gold], [names[x] for x in pred])["entity_f1"]
+          for pred in (pred_before, pred_after)]
+    return {"n": int(len(g)), "sentences": len(gold), "flipped": int((b != a).sum()),
+            "accuracy_before": float((b == g).mean()) if len(g) else 0.0,
+            "accuracy_after": float((a == g).mean()) if len(g) else 0.0,
+            "entity_f1_before": f1[0], "entity_f1_after": f1[1]}
 
 
 def head_name(head) -> str:

@@ -36,6 +36,16 @@ CSS = """
 .cls .delta { position: relative; display: block; font-size: 11px; color: #555; }
 .cls.target { border: 2px solid #222; }
 .cls.gold .name::after { content: " \\2605"; color: #b8860b; }
+.tagstrip { display: flex; flex-wrap: wrap; gap: 4px 6px; padding: 4px 6px; border: 1px solid #ddd;
+            border-radius: 4px; background: #fff; max-height: 12em; overflow-y: auto; }
+.tagw { display: inline-flex; flex-direction: column; align-items: center; padding: 1px 4px; border-radius: 3px;
+        cursor: pointer; line-height: 1.3; }
+.tagw:hover { outline: 1px solid #888; }
+.tagw.focus { outline: 2px solid #222; background: #f3f3f3; }
+.tagw .gold, .tagw .pred { font-size: 10px; color: #555; }
+.tagw .pred::before { content: "\\2192 "; color: #999; }
+.tagw.wrong .pred { color: #d62728; font-weight: bold; }
+.tagw.wrong .w { text-decoration: underline wavy #d62728; }
 .hgrid { display: grid; gap: 2px; align-items: stretch; }
 .hgrid .lab { font-size: 11px; color: #555; text-align: center; align-self: center; }
 .cell { position: relative; border: 1px solid #ddd; border-radius: 3px; cursor: pointer; min-height: 30px;
@@ -94,3 +104,49 @@ class ClickableHTML(JSComponent):
         if "html" in params:
             params = {**params, "html": str(HTML.escape(params["html"]))}
         return super()._process_param_change(params)
+
+
+class MenuClickThrough(JSComponent):
+    """Lets the first click beside an open Material UI menu reach what it lands on, and closes the menu.
+
+    A menu covers the page with an invisible backdrop that takes the next click only to close itself. A
+    multi-select keeps its menu open after each choice, so the click meant for the next sidebar widget was lost.
+    Once the pointer crosses that backdrop it lets clicks through (the menu itself still takes them), and a
+    press outside the menu closes it first, as a click on the backdrop does (focus then goes where the press was).
+    One document listener per window, whatever the number of explorers; renders nothing.
+    """
+
+    _esm = """
+    export function render() {
+      if (!window.__t3visMenuClickThrough) {
+        window.__t3visMenuClickThrough = true;
+        let modal = null;  // the open menu whose backdrop the pointer crossed
+        document.addEventListener("pointermove", (event) => {
+          const target = event.composedPath()[0];
+          if (target instanceof Element && target.classList.contains("MuiBackdrop-invisible")) {
+            modal = target.parentElement;
+            modal.style.pointerEvents = "none";
+            for (const paper of modal.querySelectorAll(".MuiPaper-root")) paper.style.pointerEvents = "auto";
+          }
+        }, true);
+        document.addEventListener("pointerdown", (event) => {
+          if (modal === null || !modal.isConnected) {
+            modal = null;
+            return;
+          }
+          const path = event.composedPath();
+          if (![...modal.querySelectorAll(".MuiPaper-root")].some((paper) => path.includes(paper))) {
+            modal.querySelector(".MuiBackdrop-root")?.click();
+            modal = null;
+          }
+        }, true);
+      }
+      return document.createElement("span");
+    }
+    """
+
+    def __init__(self, **params):
+        params.setdefault("width", 0)
+        params.setdefault("height", 0)
+        params.setdefault("margin", 0)
+        super().__init__(**params)

@@ -9,7 +9,8 @@ transformers ``*ForSequenceClassification`` model:
 - `conservative_lrp`: `lrp`, conservative LRP (Ali et al. 2022, AttnLRP) and its propagation rules.
 - `rollout`: `attention_rollout`, attention flow from the attention maps alone (no gradient, no target class).
 - `deletion`: `deletion_curve`, how faithful an attribution is.
-- `common`: the plumbing the gradient methods share (input checks, attribution mode, embedding swap).
+- `common`: the plumbing the gradient methods share (input checks, attribution mode, embedding swap), and
+  `TokenTarget`, which makes a token classifier's word a target every method explains.
 
 Only the registry is imported eagerly; the other names load their module (and torch) on first access, so
 listing methods (the UI state does) costs no torch import.
@@ -23,6 +24,7 @@ from .registry import METHODS, REGISTRY, SaliencyMethod, get_method, label_of, s
 
 _LAZY = {
     "ATTRIBUTION_LOCK": "common",
+    "TokenTarget": "common",
     "word_embeddings": "common",
     "IGResult": "gradients",
     "gradient_x_input": "gradients",

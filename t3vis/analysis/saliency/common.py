@@ -98,3 +98,38 @@ def logits_at(model, input_ids, attention_mask, embeddings: torch.Tensor) -> tor
 def selected(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Each row's entry at its ``target`` column: ``[B, C], [B] -> [B]``."""
     return logits.gather(1, target[:, None])[:, 0]
+
+
+class TokenTarget(nn.Module):
+    """A token classifier seen as a sequence classifier of one token per row: its logits ``[B, C]`` are the
+    wrapped model's at ``positions`` (``[B]``, a word's first sub-token). Every method here then explains a word's
+    tag unchanged (the target is a class, as for a text). Attributes not defined here (``config``,
+    ``base_model``, ``get_input_embeddings``) are the wrapped model's, so the architecture registry and the
+    propagation rules find its layers; hooks and modes reach it as a submodule. A batch that repeats its rows
+    (integrated gradients evaluates ``k`` copies) repeats the positions too."""
+
+    def __init__(self, model: nn.Module, positions):
+        super().__init__()
+        self.model = model
+        self.positions = torch.as_tensor(positions, dtype=torch.long).reshape(-1)
+        self.train(model.training)  # modes are restored to the wrapper's: it must start as the model is
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["model"], name)
+
+    def forward(self, input_ids=None, attention_mask=None, **kwargs):
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        logits = out.logits
+        if logits.ndim != 3:
+            raise ModelError(f"{type(self.model).__name__} gives logits of shape {tuple(logits.shape)}; a word target "
+                             "needs a token classifier ([batch, tokens, classes])")
+        copies, rest = divmod(logits.shape[0], len(self.positions))
+        if rest:
+            raise T3VisError(f"positions: {len(self.positions)} for a batch of {logits.shape[0]} rows; expected one "
+                             "position per row")
+        positions = self.positions.to(logits.device).repeat(copies)
+        out.logits = logits[torch.arange(logits.shape[0], device=logits.device), positions]
+        return out

@@ -1,0 +1,90 @@
+"""Token classification (NER, tagging): a tag per word, read from the logits at the word's first sub-token.
+
+The unit of analysis is the *word*: a token run's rows (``examples/`` in the store, every per-row array, every
+point and table row) are words, sentences in order and words in order within them. The columns ``sentence`` (the
+sentence's row in the source) and ``position`` (the word's index in it) tie words back to sentences, so every
+store, pipeline and view that works per row works per word unchanged; what differs is here.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .base import Task
+
+#: Words shown either side of a word in its ``context`` column.
+CONTEXT_WORDS = 6
+#: Marks around the word itself in its context (plain characters: the context is rendered as text).
+MARK = ("«", "»")
+
+
+class TokenClassification(Task):
+    name = "token_classification"
+    label = "token classification"
+    unit = "word"
+    instance_view = "tags"
+    head = "token"
+
+    def align_labels(self, dataset, config):
+        from ..data.labels import align_tags, model_label_names
+
+        return align_tags(dataset, model_label_names(config))
+
+    def default_filters(self, label_names: list[str]) -> dict:
+        """Entity words only: ``O`` words are most of any corpus and would bury the entities in every view (one
+        click on "Clear filters" shows them)."""
+        entities = tuple(name for name in label_names if name != "O")
+        return {"label": entities} if entities and len(entities) < len(label_names) else {}
+
+
+TOKEN_CLASSIFICATION = TokenClassification()
+
+
+def word_contexts(sentences: Sequence[Sequence[str]], width: int = CONTEXT_WORDS) -> list[str]:
+    """Every word in its sentence, ``width`` words either side, the word itself in « »: what a table row shows."""
+    out = []
+    left_mark, right_mark = MARK
+    for words in sentences:
+        words = [str(w) for w in words]
+        n = len(words)
+        for i, word in enumerate(words):
+            lo, hi = max(0, i - width), min(n, i + width + 1)
+            parts = (["…"] if lo else []) + words[lo:i] + [f"{left_mark}{word}{right_mark}"] + words[i + 1:hi] \
+                + (["…"] if hi < n else [])
+            out.append(" ".join(parts))
+    return out
+
+
+def unit_frame(dataset) -> pd.DataFrame:
+    """The run's rows for a ``TaggedDataset``: one per word, with the columns the store keeps.
+
+    ``text`` is the word, ``label`` its tag, then ``split``, ``sentence``, ``position``, ``context`` (the word in
+    its sentence), ``flipped``/``original_label`` after noise, and the sentences' metadata.
+    """
+    words = dataset.words().rename(columns={"word": "text", "tag": "label", "original_tag": "original_label"})
+    words["context"] = word_contexts(dataset.frame["tokens"])
+    first = ["text", "label", "split", "sentence", "position", "context"]
+    return words[first + [c for c in words.columns if c not in first]].reset_index(drop=True)
+
+
+def sentence_offsets(sentence: np.ndarray) -> np.ndarray:
+    """Where each sentence's words start among the rows (``[S + 1]``), from the rows' ``sentence`` column (rows
+    sorted by sentence, as ``unit_frame`` writes them)."""
+    sentence = np.asarray(sentence, np.int64)
+    if len(sentence) and np.any(np.diff(sentence) < 0):
+        raise ValueError("rows are not sorted by sentence")
+    counts = np.bincount(sentence, minlength=int(sentence.max()) + 1 if len(sentence) else 0)
+    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+
+def run_sentences(run, rows: np.ndarray) -> tuple[list[list[str]], list[np.ndarray]]:
+    """The whole sentences (words and tag ids) that the word ``rows`` of a token run belong to, in order."""
+    sentence = run.column("sentence")
+    offsets = sentence_offsets(sentence)
+    chosen = np.unique(sentence[np.asarray(rows, np.int64)])
+    words, tags = run.column("text"), run.column("label").astype(np.int64)
+    spans = [slice(offsets[s], offsets[s + 1]) for s in chosen]
+    return [list(map(str, words[span])) for span in spans], [tags[span] for span in spans]

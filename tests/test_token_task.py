@@ -1,0 +1,356 @@
+"""Token classification end to end on tiny random-init BERT taggers: training capture per word, extraction per
+word, head importance on the tagging loss, and checkpoints that reload as token classifiers. Every number is
+checked against a direct, unbatched recomputation."""
+
+from __future__ import annotations
+
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import BertConfig
+
+from t3vis.models import save_model
+from t3vis.models.loading import load_checkpoint
+from t3vis.store import Run, validate
+from t3vis.tasks import get_task
+from t3vis.tasks.token_classification import sentence_offsets, unit_frame, word_contexts
+from t3vis.training.config import TrainConfig
+from t3vis.training.words import entity_scores
+from tests.fixtures import (  # noqa: F401 (one_thread: autouse)
+    NER_TAGS,
+    TINY_CONFIG,
+    one_thread,
+    record_tiny_ner_run,
+    tiny_tagged,
+    tiny_tokenizer,
+    vocabulary,
+)
+
+TAGS = NER_TAGS
+MAX_LENGTH = 32
+tagged = tiny_tagged
+
+
+def direct_word_logits(model, tokenizer, words: list[str]) -> np.ndarray:
+    """One sentence alone, no batching: the logits at each word's first sub-token."""
+    enc = tokenizer(words, is_split_into_words=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**enc).logits[0].float().numpy()
+    ids = enc.word_ids(0)
+    first = [ids.index(w) for w in range(len(words))]
+    return logits[first]
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """A tiny tagger recorded at its initial state and after one epoch of plain SGD steps."""
+    tmp = tmp_path_factory.mktemp("ner")
+    data = tagged()
+    recorder, model, tokenizer, metrics = record_tiny_ner_run(tmp / "run", data, max_length=MAX_LENGTH)
+    return {"run": Run(tmp / "run"), "model": model, "tokenizer": tokenizer, "data": data, "metrics": metrics,
+            "recorder": recorder}
+
+
+def test_a_token_run_has_one_row_per_word_in_sentence_order(recorded):
+    run, data = recorded["run"], recorded["data"]
+    assert run.task == "token_classification" and get_task(run.task).unit == "word"
+    assert run.n_examples == data.n_words and run.label_names == TAGS
+    words = [w for sentence in data.frame["tokens"] for w in sentence]
+    assert list(run.column("text")) == words
+    offsets = sentence_offsets(run.column("sentence"))
+    for s, sentence in enumerate(data.frame["tokens"]):
+        assert list(run.column("text")[offsets[s]:offsets[s + 1]]) == list(sentence)
+        assert list(run.column("position")[offsets[s]:offsets[s + 1]]) == list(range(len(sentence)))
+    gold = [t for tags in data.frame["tags"] for t in tags]
+    np.testing.assert_array_equal(run.column("label"), gold)
+    assert not validate(run.loc.url)
+
+
+def test_per_word_dynamics_equal_a_direct_recomputation(recorded):
+    """Epoch 0 (the initial weights) and epoch 1 against each sentence run alone through the saved checkpoint."""
+    run, tokenizer, data = recorded["run"], recorded["tokenizer"], recorded["data"]
+    dynamics = run.dynamics()
+    gold = run.column("label").astype(np.int64)
+    model, _ = load_checkpoint(run.checkpoint("epoch-1").weights_path)
+    logits = np.concatenate([direct_word_logits(model, tokenizer, list(w)) for w in data.frame["tokens"]])
+    log_probs = torch.log_softmax(torch.as_tensor(logits, dtype=torch.float64), -1).numpy()
+    rows = np.arange(len(gold))
+    np.testing.assert_allclose(dynamics.gold_prob[-1], np.exp(log_probs[rows, gold]), atol=1e-5)
+    np.testing.assert_allclose(dynamics.loss[-1], -log_probs[rows, gold], atol=1e-4)
+    np.testing.assert_array_equal(dynamics.pred[-1], logits.argmax(1))
+
+
+def test_in_training_dynamics_cover_the_training_words_only(recorded):
+    run = recorded["run"]
+    train_p = run.dynamics().train_gold_prob[-1]
+    split = np.asarray(run.categories("split"))[run.column("split")]
+    assert np.isfinite(train_p[split == "train"]).all() and np.isnan(train_p[split == "validation"]).all()
+    assert ((train_p[split == "train"] > 0) & (train_p[split == "train"] < 1)).all()
+
+
+def test_epoch_metrics_report_entity_f1_equal_to_seqeval(recorded):
+    from seqeval.metrics import f1_score
+
+    run, data, metrics = recorded["run"], recorded["data"], recorded["metrics"]
+    pred = run.dynamics().pred[-1]
+    offsets = sentence_offsets(run.column("sentence"))
+    rows = np.flatnonzero(data.frame["split"].to_numpy() == "validation")
+    gold = [[TAGS[t] for t in data.frame["tags"][r]] for r in rows]
+    predicted = [[TAGS[t] for t in pred[offsets[r]:offsets[r + 1]]] for r in rows]
+    assert metrics["validation_entity_f1"] == pytest.approx(f1_score(gold, predicted))
+    assert {"validation_accuracy", "train_entity_f1"} <= set(metrics)
+    assert entity_scores([["B-sport", "I-sport", "O"]], [["B-sport", "I-sport", "O"]])["entity_f1"] == 1.0
+    assert entity_scores([["B-sport", "I-sport", "O"]], [["B-sport", "O", "O"]])["entity_f1"] == 0.0
+
+
+def test_checkpoints_reload_as_token_classifiers_with_identical_logits(recorded):
+    run, model, tokenizer = recorded["run"], recorded["model"], recorded["tokenizer"]
+    loaded, _ = load_checkpoint(run.checkpoint("epoch-1").weights_path)
+    assert type(loaded).__name__ == "BertForTokenClassification"
+    enc = tokenizer(["the", "match", "today"], is_split_into_words=True, return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**enc).logits, model(**enc).logits)
+
+
+def test_extraction_per_word_equals_the_recorder_and_pools_each_words_sub_tokens(recorded):
+    """``extract_words`` (what the pipelines run) against the recorded dynamics (one path) and, for the hidden
+    states, against a direct forward: first sub-token and mean over the word's sub-tokens."""
+    from t3vis.analysis.extraction import extract_words
+
+    run, tokenizer, data = recorded["run"], recorded["tokenizer"], recorded["data"]
+    model, _ = load_checkpoint(run.checkpoint("epoch-1").weights_path)
+    sentences, tags = list(map(list, data.frame["tokens"])), list(data.frame["tags"])
+    out = extract_words(model, tokenizer, sentences, tags, batch_size=5, max_length=MAX_LENGTH)
+    dynamics = run.dynamics()
+    np.testing.assert_allclose(out["gold_prob"], dynamics.gold_prob[-1], atol=1e-5)
+    np.testing.assert_array_equal(out["pred"], dynamics.pred[-1])
+    assert out["hidden_cls"].shape == (3, data.n_words, TINY_CONFIG["hidden_size"])
+    unit = 0
+    for words in sentences[:6]:
+        enc = tokenizer(words, is_split_into_words=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
+        with torch.no_grad():
+            hidden = model(**enc, output_hidden_states=True).hidden_states
+        ids = enc.word_ids(0)
+        for w in range(len(words)):
+            tokens = [t for t, i in enumerate(ids) if i == w]
+            for layer in (0, 2):
+                h = hidden[layer][0].numpy()
+                np.testing.assert_allclose(out["hidden_cls"][layer, unit], h[tokens[0]], atol=2e-2, rtol=1e-2)
+                np.testing.assert_allclose(out["hidden_mean"][layer, unit], h[tokens].mean(0), atol=2e-2, rtol=1e-2)
+            unit += 1
+
+
+def test_head_importance_on_the_tagging_loss_equals_autograd_through_the_gates(recorded):
+    """|d loss / d gate| from ``word_head_importance`` against a finite difference of the summed tag loss."""
+    from t3vis.analysis.importance import word_head_importance
+    from t3vis.data.subwords import align_words
+    from t3vis.models.gates import head_gates
+    from t3vis.models.inference import pad_ids
+
+    model, tokenizer, data = recorded["model"].double(), recorded["tokenizer"], recorded["data"]
+    sentences, tags = list(map(list, data.frame["tokens"]))[:8], list(data.frame["tags"])[:8]
+    result = word_head_importance(model, tokenizer, sentences, tags, batch_size=8, max_length=MAX_LENGTH,
+                                  attention_size=0)
+    alignment = align_words(tokenizer, sentences, tags, MAX_LENGTH)
+    ids, mask = pad_ids(alignment.input_ids, tokenizer.pad_token_id)
+    labels = torch.full(ids.shape, -100)
+    for i, row in enumerate(alignment.labels):
+        labels[i, :len(row)] = torch.as_tensor(row)
+
+    def loss(gates):
+        with torch.no_grad(), head_gates(model, gates):
+            logits = model(input_ids=ids, attention_mask=mask).logits
+        return F.cross_entropy(logits.reshape(-1, len(TAGS)), labels.reshape(-1), reduction="sum").item()
+
+    eps = 1e-5
+    for layer, head in [(0, 1), (1, 3)]:
+        up, down = torch.ones(2, 4, dtype=torch.float64), torch.ones(2, 4, dtype=torch.float64)
+        up[layer, head] += eps
+        down[layer, head] -= eps
+        numeric = abs(loss(up) - loss(down)) / (2 * eps) / len(sentences)
+        assert result.raw[layer, head] == pytest.approx(numeric, rel=1e-4)
+    model.float()
+
+
+def test_train_run_fine_tunes_a_tagger_from_a_base_model_directory(tmp_path):
+    """The demo's loop on a TaggedDataset: a new token-classification head, per-word dynamics every epoch."""
+    from t3vis.training.demo import train_run
+    from transformers import AutoModel
+
+    base = tmp_path / "base"
+    torch.manual_seed(0)
+    encoder = AutoModel.from_config(BertConfig(vocab_size=len(vocabulary()), **TINY_CONFIG))
+    save_model(encoder, tiny_tokenizer(tmp_path / "tok"), base)
+    path = train_run(tmp_path / "run", tagged(60, seed=1), model_path=base,
+                     config=TrainConfig(epochs=2, batch_size=8, learning_rate=1e-3, seed=0, max_length=MAX_LENGTH,
+                                        bf16=False))
+    run = Run(path)
+    assert run.task == "token_classification" and run.label_names == TAGS
+    assert len(run.dynamics().gold_prob) == 2 and run.checkpoints == ["epoch-0", "epoch-1", "epoch-2"]
+    epochs = run.attrs["training"]["epochs"]
+    assert all("validation_entity_f1" in e for e in epochs)
+    assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]  # it learns
+
+
+def test_unit_frame_and_contexts():
+    data = tagged(5)
+    units = unit_frame(data)
+    assert list(units.columns[:6]) == ["text", "label", "split", "sentence", "position", "context"]
+    assert len(units) == data.n_words
+    contexts = word_contexts([["a", "b", "c"]], width=1)
+    assert contexts == ["«a» b …", "a «b» c", "… b «c»"]
+    with pytest.raises(ValueError, match="sorted"):
+        sentence_offsets(np.array([0, 1, 0]))
+
+
+def test_validate_knows_the_word_layout(tmp_path):
+    from t3vis.store import RunWriter
+
+    model = {"name_or_path": "x", "model_type": "bert", "num_layers": 1, "num_heads": 2, "hidden_size": 4}
+    units = unit_frame(tagged(6))
+
+    def problems(frame, name):
+        RunWriter.create(tmp_path / name, examples=frame, label_names=TAGS, model=model, dataset={},
+                         task="token_classification")
+        return [str(p) for p in validate(str(tmp_path / name))]
+
+    assert problems(units, "ok") == []
+    swapped = units.copy()
+    swapped.loc[[1, 2], "position"] = swapped.loc[[2, 1], "position"].to_numpy()
+    assert any("examples/position" in p and "row 1" in p for p in problems(swapped, "positions"))
+    backwards = units.iloc[::-1].reset_index(drop=True)
+    assert any("examples/sentence" in p and "sentence order" in p for p in problems(backwards, "order"))
+    assert any("examples/sentence" in p and "missing" in p for p in problems(units.drop(columns="sentence"), "none"))
+
+
+def test_the_pipelines_fill_a_token_run_per_word(recorded, tmp_path):
+    """Extraction (chunks that cut sentences in half), importance on the tagging loss and projections, on a real
+    LocalCluster of worker processes: the stored per-word arrays equal ``extract_words`` over whole sentences."""
+    import shutil
+
+    from pipelines.run import run_pipeline
+    from t3vis.analysis.extraction import extract_words
+    from t3vis.models.inference import cached_checkpoint
+
+    url = str(tmp_path / "run")
+    shutil.copytree(recorded["run"].loc.url, url)
+    run_pipeline(url, n_workers=1, dashboard=False, progress=False, echo=lambda message: None,
+                 extract={"chunk_rows": 50, "dtype": "float32"}, importance={"dtype": "float32", "sample": 64},
+                 neighbours={"k": 5})
+    run, data = Run(url), recorded["data"]
+    assert run.checkpoint("epoch-1").complete and not validate(url)
+    loaded = cached_checkpoint(run.checkpoint("epoch-1").weights_path, dtype="float32", device="cpu")
+    out = extract_words(loaded.model, loaded.tokenizer, list(map(list, data.frame["tokens"])),
+                        list(data.frame["tags"]), max_length=MAX_LENGTH)
+    stored = run.root["checkpoints/epoch-1"]
+    np.testing.assert_allclose(stored["gold_prob"][:], out["gold_prob"], atol=1e-5)
+    np.testing.assert_array_equal(stored["pred"][:], out["pred"])
+    np.testing.assert_allclose(stored["hidden_mean"][2], out["hidden_mean"][2], atol=1e-2)
+    importance = stored["head_importance_raw"][:]
+    assert importance.shape == (2, 4) and np.isfinite(importance).all() and (importance > 0).any()
+    assert stored["projection/umap/layer_2"].shape == (data.n_words, 2)
+
+
+def test_cli_trains_a_tagger_from_a_conll_file(tmp_path):
+    """``t3vis train --task ner``: a CoNLL file (a -DOCSTART- line, a blank separator) and a base model directory
+    in, a token run out; a bad tag gets one line naming the file and line, exit 2."""
+    import subprocess
+    import sys
+
+    from transformers import AutoModel
+
+    torch.manual_seed(0)
+    save_model(AutoModel.from_config(BertConfig(vocab_size=len(vocabulary()), **TINY_CONFIG)),
+               tiny_tokenizer(tmp_path / "tok"), tmp_path / "base")
+    data = tagged(24, seed=2)
+    lines = ["-DOCSTART- O", ""]
+    for words, tags in zip(data.frame["tokens"], data.frame["tags"]):
+        lines += [f"{w}\t{TAGS[t]}" for w, t in zip(words, tags)] + [""]
+    (tmp_path / "data.conll").write_text("\n".join(lines))
+    def train(data_file, run):
+        return subprocess.run([sys.executable, "-m", "t3vis.cli", "train", str(tmp_path / data_file), "--task", "ner",
+                               "--model", str(tmp_path / "base"), "--run", str(tmp_path / run), "--epochs", "1",
+                               "--max-length", "32", "--no-pipeline", "--noise", "0.1"],
+                              capture_output=True, text=True, timeout=300)
+
+    done = train("data.conll", "run")
+    assert done.returncode == 0, done.stderr
+    run = Run(tmp_path / "run")
+    assert run.task == "token_classification" and run.n_examples == data.n_words
+    assert "words" in done.stdout and "entity F1" in done.stdout
+    assert run.column("flipped").sum() > 0  # 10% of the training mentions flipped
+    (tmp_path / "bad.conll").write_text("\n".join(lines[:3] + ["word\tX-person"] + lines[4:]))
+    done = train("bad.conll", "run2")
+    assert done.returncode == 2 and "bad.conll" in done.stderr and "line 4" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_explorer_opens_a_token_run_on_its_entity_words(recorded):
+    """Words are the rows; the default filter keeps entity words (``O`` is one click away), and the table shows
+    each word in its sentence."""
+    from t3vis.ui.state import ExplorerState
+    from t3vis.ui.table import DataTable
+
+    run = recorded["run"]
+    state = ExplorerState()
+    state.open(run)
+    tags = np.asarray(TAGS, object)[run.column("label")]
+    assert state.filters == {"label": tuple(TAGS[1:])}
+    assert state.n_total == run.n_examples and state.n_selected == int((tags != "O").sum())
+    table = DataTable(state=state)
+    assert table.columns()[:2] == ["text", "context"]
+    frame = table.page_frame()
+    assert set(frame["label"]) <= set(TAGS[1:]) and all("«" in c for c in frame["context"])
+    state.clear_filters()
+    assert state.n_selected == run.n_examples or state.filtered is None
+
+
+def test_export_writes_one_row_per_word_with_its_sentence(recorded, tmp_path):
+    from t3vis.analysis.export import export
+
+    run = recorded["run"]
+    table = export(run, "datamap", tmp_path / "words.csv")
+    assert len(table) == run.n_examples
+    assert list(table.columns[:7]) == ["row", "split", "sentence", "position", "text", "context", "label"]
+    assert set(table["label"]) <= set(TAGS) and set(table["prediction"]) <= set(TAGS)
+    np.testing.assert_array_equal(table["position"], run.column("position"))
+
+
+def test_sentence_export_aggregates_each_sentences_words(recorded, tmp_path):
+    """The example level of a word run: each sentence's least confident word and suspect-word count, against a
+    loop over the word table."""
+    from t3vis.analysis.export import ExportError, datamap_frame, export
+
+    run, data = recorded["run"], recorded["data"]
+    sentences = export(run, "sentences", tmp_path / "sentences.csv")
+    words = datamap_frame(run)
+    assert len(sentences) == len(data) and list(sentences["sentence"]) == list(range(len(data)))
+    entity = (words["split"] == "train") & (words["label"] != "O")
+    threshold = np.quantile(words.loc[entity, "mislabel_score"], 0.9)
+    for s, group in words.groupby("sentence"):
+        row = sentences.iloc[s]
+        assert row["text"] == " ".join(data.frame["tokens"][s]) and row["n_words"] == len(group)
+        assert row["least_confidence"] == pytest.approx(group["confidence"].min())
+        assert row["least_confident_word"] == group.loc[group["confidence"].idxmin(), "text"]
+        suspect = ((group["label"] != "O") & (group["mislabel_score"] >= threshold)).sum()
+        assert row["suspect_words"] == suspect
+    with pytest.raises(ExportError, match="token-classification"):
+        from tests.fixtures import make_tiny_run
+
+        export(Run(make_tiny_run(tmp_path)), "sentences", tmp_path / "x.csv")
+
+
+def test_a_token_runs_mislabel_score_is_the_one_measured_best_for_words(recorded, tmp_path):
+    """Words rank by 1 - confidence (bench_ner.py, two seeds), examples keep aum_ensemble: one per task."""
+    from t3vis.analysis.datamaps import DEFAULT_SCORE, run_columns, run_data_map
+
+    columns = run_columns(recorded["run"])
+    np.testing.assert_array_equal(columns["mislabel_score"], columns["confidence_score"])
+    assert "confidence" in run_data_map(recorded["run"]).attrs["mislabel_score"].split(":")[0]
+    from t3vis.store.synth import synth_run
+
+    text_run = synth_run(tmp_path / "synth", 200, checkpoints=2, num_layers=1, num_heads=2).loc.url
+    classification = run_columns(Run(text_run))
+    np.testing.assert_array_equal(classification["mislabel_score"], classification[f"{DEFAULT_SCORE}_score"])
