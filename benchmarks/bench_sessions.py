@@ -1,9 +1,10 @@
 """What an explorer session costs the server and the browser, one page and many at once; and does a closed session
 give its memory back?
 
-A real ``t3vis serve`` (``panel serve apps/``) on loopback over a synthetic run. Four measurements, each saying whose
-time it is:
+A real ``t3vis serve`` (``panel serve apps/``) on loopback over a synthetic run. Each figure says whose time it is:
 
+- **server, one page in process**: CPU seconds to build the ``Explorer``, render it into a Bokeh document and
+  serialise that, in this process (where a profiler can look), and how many Bokeh models the page has.
 - **server, one page** (``--sessions``): a raw websocket client does what a browser does to get the page, and
   nothing else: GET the page (the server builds the session: ``apps/main.py``, the ``Explorer``, its Bokeh models),
   then open the websocket and pull the document (the server serialises it). No browser, so this is the server's
@@ -25,6 +26,7 @@ Then the memory check: ``--sessions`` tabs opened and closed one after another, 
     python benchmarks/bench_sessions.py --n 2225 --concurrent 20 --tabs 20  # also 20 chromium tabs on this box
     python benchmarks/bench_sessions.py --sessions 40 --n 100000         # memory over 40 sessions
     python benchmarks/bench_sessions.py --serve-args="--num-procs 2"     # options passed on to panel serve
+    PYTHONPATH=/tmp/old python benchmarks/bench_sessions.py ...          # serve another checkout (an A/B)
 """
 
 from __future__ import annotations
@@ -217,6 +219,30 @@ async def load_at_once(url: str, pages: int, timeout: float = 600) -> list[float
     return sorted(seconds)
 
 
+def in_process(runs_dir: Path, repeat: int) -> dict:
+    """CPU seconds per session in this process, split as a served page's are: build the ``Explorer``, render it into
+    a Bokeh document (``server_doc``, as ``panel serve`` does), serialise the document; medians of ``repeat``
+    sessions after a warm-up one, and the document's model count."""
+    from bokeh.document import Document
+
+    from t3vis.ui.explorer import Explorer
+    from t3vis.ui.warmup import warm_up
+
+    warm_up()
+    rows, clock = [], time.process_time
+    for i in range(repeat + 1):
+        doc, t0 = Document(), clock()
+        explorer = Explorer(runs_dir=runs_dir)
+        t1 = clock()
+        explorer.__panel__().server_doc(doc)
+        t2 = clock()
+        doc.to_json()
+        t3 = clock()
+        if i:
+            rows.append({"build_s": t1 - t0, "render_s": t2 - t1, "json_s": t3 - t2, "total_s": t3 - t0})
+    return {key: statistics.median(row[key] for row in rows) for key in rows[0]} | {"models": len(doc.models)}
+
+
 def settle(proc: psutil.Process, seconds: float = 4.0) -> int:
     """RSS once expired sessions are destroyed (a few expiry checks) and it stops moving."""
     time.sleep(seconds)
@@ -236,6 +262,7 @@ def measure(sessions: int, n: int, concurrent: int = 0, tabs: int = 0, serve_arg
         runs = Path(tmp) / "runs"
         subprocess.run([sys.executable, "-m", "t3vis.cli", "synth", str(runs / "synth"), "--n", str(n)],
                        cwd=tmp, check=True, capture_output=True)
+        out["in_process"] = in_process(runs, max(sessions, 3))
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             with serving(runs, serve_args) as (url, proc):
@@ -304,6 +331,10 @@ def main() -> None:
     raw, browser = r["raw"], r["browser"]
     print(f"synthetic run of {r['n']:,} rows, load {load:.2f} at the start, {psutil.getloadavg()[0]:.2f} at the end "
           f"{args.serve_args}")
+    own = r["in_process"]
+    print(f"server, one page in process (CPU, median): {own['total_s']:.2f} s = build the Explorer "
+          f"{own['build_s']:.2f} s + render its document {own['render_s']:.2f} s + serialise it {own['json_s']:.2f} s "
+          f"({own['models']} Bokeh models)")
     print(f"server, one page (raw client, median of {len(raw)}): {median(raw, 'total_s'):.2f} s = build the session "
           f"{median(raw, 'page_s'):.2f} s + send the document {median(raw, 'document_s'):.2f} s "
           f"({median(raw, 'bytes') / 2**20:.1f} MB); server CPU {median(raw, 'server_cpu_s'):.2f} s [target <= 1.5 s]")

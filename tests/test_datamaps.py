@@ -188,7 +188,7 @@ def test_export_refuses_bad_requests_and_keeps_existing_files(run, tmp_path, cap
     assert main(["export", run.loc.url, "--out", str(tmp_path / "x.xlsx")]) == 2
     assert "unknown format '.xlsx'" in capsys.readouterr().err
     assert main(["export", run.loc.url, "--what", "heads", "--out", str(tmp_path / "x.csv")]) == 2
-    assert "expected one of ['datamap']" in capsys.readouterr().err
+    assert "expected one of ['datamap', 'sentences']" in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists() and not list(tmp_path.glob(".*tmp"))
 
 

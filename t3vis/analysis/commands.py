@@ -24,7 +24,7 @@ def register(subparsers) -> None:
         "flipped / original_label when the run injected label noise. The format follows the file's extension "
         "(.csv, .parquet).")
     p.add_argument("run", type=argtypes.existing_path, help="run directory or fsspec URL")
-    p.add_argument("--what", default="datamap", choices=("datamap", "sentences"),
+    p.add_argument("--what", default="datamap",
                    help="datamap: one row per example (per word for a token run), the default; sentences: a token "
                    "run's sentences with their least confident word and count of suspect words")
     p.add_argument("--out", required=True, help="output file (.csv or .parquet)")

@@ -70,6 +70,14 @@ class _FoldData:
         self.history: list[dict] = []
         self.logits: np.ndarray | None = None
 
+    @property
+    def input_split(self) -> np.ndarray:
+        """Every row is one model input (``fine_tune`` trains on the ``train`` ones)."""
+        return self.split
+
+    def batch_labels(self, rows: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(self.labels[np.asarray(rows, np.int64)])
+
     def check_finite(self, model: torch.nn.Module, *, step: int, loss: float | None = None) -> None:
         if (loss is not None and not np.isfinite(loss)) or not parameters_finite(model):
             raise TrainingError(f"{self.path}: step {step}: the training loss or weights are NaN/inf (training "
