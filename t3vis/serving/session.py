@@ -16,7 +16,7 @@ import numpy as np
 
 from ..analysis.saliency import get_method
 from ..errors import T3VisError
-from ..tasks.token_classification import sentence_offsets
+from ..tasks.token_classification import sentence_spans
 from .registry import server_for_checkpoint
 from .results import Encoding, Forward, normalize_pruned
 from .server import ModelServer
@@ -133,10 +133,7 @@ class SessionModel:
     def sentences_of(self, rows) -> tuple[list[np.ndarray], list[list[str]], list[np.ndarray]]:
         """Every sentence (in order) that holds one of the word ``rows``, as rows, words and gold tag ids: what
         re-predicting those words runs and scores. Blocking: call it in the pool."""
-        sentence = self.state.data.values("sentence")
-        offsets = sentence_offsets(sentence)
-        chosen = np.unique(sentence[np.asarray(rows, np.int64)])
-        return self._sentences([np.arange(offsets[s], offsets[s + 1]) for s in chosen])
+        return self._sentences(sentence_spans(self.state.data.values("sentence"), rows))
 
     def _input(self, example: int) -> int:
         """The row that names the model input of ``example``: its sentence's first word (token runs), so every word

@@ -80,11 +80,17 @@ def sentence_offsets(sentence: np.ndarray) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
 
-def run_sentences(run, rows: np.ndarray) -> tuple[list[list[str]], list[np.ndarray]]:
-    """The whole sentences (words and tag ids) that the word ``rows`` of a token run belong to, in order."""
-    sentence = run.column("sentence")
+def sentence_spans(sentence: np.ndarray, rows) -> list[np.ndarray]:
+    """The rows of every sentence (in order) that holds one of the word ``rows``, from the rows' ``sentence``
+    column: what runs the model over whole sentences for some words (importance, re-prediction)."""
+    sentence = np.asarray(sentence)
     offsets = sentence_offsets(sentence)
     chosen = np.unique(sentence[np.asarray(rows, np.int64)])
+    return [np.arange(offsets[s], offsets[s + 1]) for s in chosen]
+
+
+def run_sentences(run, rows: np.ndarray) -> tuple[list[list[str]], list[np.ndarray]]:
+    """The whole sentences (words and tag ids) that the word ``rows`` of a token run belong to, in order."""
+    spans = sentence_spans(run.column("sentence"), rows)
     words, tags = run.column("text"), run.column("label").astype(np.int64)
-    spans = [slice(offsets[s], offsets[s + 1]) for s in chosen]
     return [list(map(str, words[span])) for span in spans], [tags[span] for span in spans]
