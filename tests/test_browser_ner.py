@@ -36,20 +36,25 @@ def ner_runs_dir(tmp_path_factory):
     return root
 
 
-def test_a_word_row_shows_its_tags_and_saliency_and_a_click_explains_another_word(ner_runs_dir, chromium, serve,
-                                                                                  tmp_path):
+def open_ner_page(runs_dir, chromium, serve):
+    """The ``ner`` run served at 1600x1000, its table drawn: the page and its session's ``Explorer``."""
     sessions: list[Explorer] = []
 
     def app():
-        sessions.append(Explorer(runs_dir=ner_runs_dir, run_name="ner"))
+        sessions.append(Explorer(runs_dir=runs_dir, run_name="ner"))
         return sessions[-1]
 
     page = chromium.new_page(viewport={"width": 1600, "height": 1000})
     page.goto(serve(app))
     page.wait_for_selector(".bk-events", timeout=90_000)
     expect(page.get_by_text(re.compile(r"rows 1–\d+ of [\d,]+")).first).to_be_visible(timeout=60_000)
+    return page, sessions[0]
+
+
+def test_a_word_row_shows_its_tags_and_saliency_and_a_click_explains_another_word(ner_runs_dir, chromium, serve,
+                                                                                  tmp_path):
+    page, explorer = open_ner_page(ner_runs_dir, chromium, serve)
     time.sleep(1.0)  # let the plot settle before brushing
-    explorer = sessions[0]
     shown_before = explorer.state.n_selected
 
     brush(page, explorer, (0.3, 0.2), (0.75, 0.8))
@@ -118,3 +123,39 @@ def test_a_word_row_shows_its_tags_and_saliency_and_a_click_explains_another_wor
                                        r"sentences? · tags changed: \d+ .* entity F1 of the sentences"))
            ).to_be_visible(timeout=60_000)
     assert explorer.instance.last_change["n"] == n and explorer.instance.last_change["sentences"] == sentences
+
+
+def test_switching_to_sentences_lists_sentences_and_a_row_opens_one(ner_runs_dir, chromium, serve, tmp_path):
+    page, explorer = open_ner_page(ner_runs_dir, chromium, serve)
+    run = Run(str(ner_runs_dir / "ner"))
+    sentence = run.column("sentence")
+    holding = len(np.unique(sentence[explorer.state.rows()]))  # sentences with an entity word (default filter)
+
+    page.get_by_role("button", name="sentences", exact=True).click()
+    wait_for(lambda: explorer.state.unit == "sentences", timeout=30)
+    try:
+        expect(page.get_by_text(re.compile(rf"sentences 1–\d+ of {holding}")).first).to_be_visible(timeout=30_000)
+    except AssertionError:
+        page.screenshot(path=str(tmp_path / "sentences-failed.png"), full_page=True)
+        raise
+    expect(page.get_by_text(re.compile(rf"in {holding} of {len(np.unique(sentence))} sentences"))).to_be_visible()
+    wait_for(lambda: explorer.projection.plots["datamap"].spec.kind == "sentence_map", timeout=30)
+    expect(page.locator(".tabulator-col-title", has_text="sentence_text")).to_be_visible()
+
+    # a sentence row opens that sentence in the instance view, at its weakest word
+    page.locator(".tabulator-row").first.click()
+    wait_for(lambda: explorer.state.example is not None, timeout=30)
+    row = explorer.state.example
+    assert row == int(explorer.state.unit_rows()[0])
+    words = [str(w) for w in run.column("text")[sentence == sentence[row]]]
+    strip = page.locator(".tagstrip .tagw")
+    expect(strip).to_have_count(len(words), timeout=30_000)
+    assert [strip.nth(w).locator(".w").inner_text() for w in range(len(words))] == words
+    position = int(run.column("position")[row])
+    expect(page.locator(".tagw.focus")).to_have_attribute("data-click", f"word:{position}")
+    page.screenshot(path=str(tmp_path / "ner-sentences.png"), full_page=True)
+
+    # back to words: the table lists words again
+    page.get_by_role("button", name="words", exact=True).click()
+    expect(page.get_by_text(re.compile(r"rows 1–\d+ of [\d,]+")).first).to_be_visible(timeout=30_000)
+    assert explorer.projection.plots["datamap"].spec.kind == "datamap"

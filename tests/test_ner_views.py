@@ -9,6 +9,7 @@ import re
 from html.parser import HTMLParser
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from seqeval.metrics import f1_score
@@ -306,3 +307,66 @@ def test_pruning_through_the_view_equals_gating_directly(ner_run, reference):
     assert instance._selection.visible and f"**{len(rows)}** words in {len(spans)} sentences" in \
         instance._selection.object and f"tags changed: **{flipped}**" in instance._selection.object
     assert change["pruned"] == [list(h) for h in pruned]
+
+
+# ---------------------------------------------------------------------------------------------------- the unit
+def test_the_sentence_unit_lists_the_sentences_of_the_masked_words_at_their_weakest_word(ner_run):
+    from bokeh.document import Document
+
+    from t3vis.analysis.datamaps import run_columns
+    from t3vis.ui.explorer import Explorer
+
+    run = Run(str(ner_run))
+    sentence, text = run.column("sentence"), [str(w) for w in run.column("text")]
+    confidence = run_columns(run)["confidence"]
+    explorer = Explorer(str(ner_run))
+    explorer.__panel__().server_doc(Document())
+    state, table = explorer.state, explorer.table
+    state.selection = np.isin(sentence, [1, 4, 6, 8])
+    words = state.rows()  # the selected entity words (the default filter)
+    assert len(words) and set(sentence[words]) <= {1, 4, 6, 8}
+    state.unit = "sentences"
+
+    # a row per sentence holding a masked word, at its least confident word (a loop over the rows)
+    holding = sorted(set(sentence[words]))
+    weakest = [int(np.flatnonzero(sentence == s)[np.argmin(confidence[sentence == s])]) for s in holding]
+    assert list(state.unit_rows()) == weakest
+    frame = table.table.value
+    assert list(frame.index) == weakest
+    assert list(frame.columns[:3]) == ["sentence_text", "sentence_words", "sentence_wrong_tags"]
+    for row, shown in zip(weakest, frame["sentence_text"]):
+        span = np.flatnonzero(sentence == sentence[row])
+        assert shown == " ".join(f"«{text[r]}»" if r == row else text[r] for r in span)
+    assert list(frame["word"]) == [text[r] for r in weakest]
+    assert list(frame["sentence_words"]) == [int((sentence == s).sum()) for s in holding]
+    assert f"in **{len(holding)}** of {len(np.unique(sentence))} sentences" in explorer.counts.object
+    assert f"sentences 1–{len(holding)} of {len(holding)}" in table._info.object
+    # the CSV holds the same rows under the same headers as the table
+    csv = pd.read_csv(table.csv(), index_col="row")
+    assert list(csv.columns) == list(frame.columns) and list(csv.index) == weakest
+    # a click on a row opens its sentence at the weakest word
+    table._on_click(type("Click", (), {"row": 1, "column": "sentence_text"})())
+    assert state.example == weakest[1]
+
+    # the data map shows the sentences; a box over it selects whole sentences
+    plot = explorer.projection.plots["datamap"]
+    assert plot.spec.kind == "sentence_map" and len(plot._front_rows()) == len(holding)
+    x, y = plot.x, plot.y
+    everyone = state.data.sentences.points(None)
+    assert len(everyone) == len(np.unique(sentence))
+    state.clear_selection()
+    g = state.data.sentences.group
+    inside = everyone[(y[everyone] <= np.median(y[everyone]))]
+    plot.box.event(bounds=(float(x.min()) - 1, float(y.min()) - 1, float(x.max()) + 1,
+                           float(np.median(y[everyone]))))
+    chosen = set(g[inside])
+    assert 0 < len(chosen) < len(everyone)
+    assert set(np.flatnonzero(state.selection)) == set(np.flatnonzero(np.isin(g, list(chosen))))
+    # every word of a sentence sits at its sentence's point
+    for s in holding[:3]:
+        span = np.flatnonzero(sentence == s)
+        assert len(set(zip(x[span], y[span]))) == 1
+
+    state.unit = "words"
+    assert "context" in table.table.value.columns and plot is not explorer.projection.plots["datamap"]
+    assert explorer.projection.plots["datamap"].spec.kind == "datamap"

@@ -326,6 +326,7 @@ def test_sentence_export_aggregates_each_sentences_words(recorded, tmp_path):
     run, data = recorded["run"], recorded["data"]
     sentences = export(run, "sentences", tmp_path / "sentences.csv")
     words = datamap_frame(run)
+    dynamics = run.dynamics()
     assert len(sentences) == len(data) and list(sentences["sentence"]) == list(range(len(data)))
     entity = (words["split"] == "train") & (words["label"] != "O")
     threshold = np.quantile(words.loc[entity, "mislabel_score"], 0.9)
@@ -336,6 +337,11 @@ def test_sentence_export_aggregates_each_sentences_words(recorded, tmp_path):
         assert row["least_confident_word"] == group.loc[group["confidence"].idxmin(), "text"]
         suspect = ((group["label"] != "O") & (group["mislabel_score"] >= threshold)).sum()
         assert row["suspect_words"] == suspect
+        # the sentence data map: each epoch's lowest given-tag probability among the words, its mean and spread
+        weakest = np.nanmin(dynamics.gold_prob[:, group.index], axis=1)
+        assert row["sentence_confidence"] == pytest.approx(weakest.mean(), abs=1e-6)
+        assert row["sentence_variability"] == pytest.approx(weakest.std(), abs=1e-6)
+        assert row["sentence_wrong_tags"] == (group["prediction"] != group["label"]).sum()
     with pytest.raises(ExportError, match="token-classification"):
         from tests.fixtures import make_tiny_run
 

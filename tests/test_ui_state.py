@@ -11,7 +11,8 @@ from t3vis.analysis.datamaps import data_map, datamap_columns
 from t3vis.errors import StoreError
 from t3vis.store import Run, RunWriter
 from t3vis.ui import masks
-from t3vis.ui.data import PlotSpec, page_order, run_data, sort_keys
+from t3vis.ui.data import PlotSpec, run_data
+from t3vis.ui.order import page_order, sort_keys
 from t3vis.ui.runs import app_runs_dir, default_run, list_runs, resolve_run
 from t3vis.ui.state import ExplorerState
 

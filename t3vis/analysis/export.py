@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..errors import StoreError, T3VisError
 from .datamaps import MISLABEL_COLUMN, column_description, preference_for, run_columns
+from .sentences import sentence_level
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 WHAT = ("datamap", "sentences")
@@ -62,7 +63,9 @@ def sentence_frame(run) -> pd.DataFrame:
     """A token run's sentences, one row each, with what its words say (the example level of a word run): the
     sentence, ``n_words``, ``n_entity_words`` (given tag not ``O``), ``least_confident_word`` and its
     ``least_confidence``, ``suspect_words`` (words whose ``mislabel_score`` is in the top ``SUSPECT_SHARE`` of the
-    training split's entity words), ``max_mislabel_score``, and with noise ``flipped_words``. Sorted as stored."""
+    training split's entity words), ``max_mislabel_score``, with noise ``flipped_words``, and the sentence data
+    map (``analysis.sentences``: ``sentence_confidence``, ``_variability``, ``_correctness``, ``_wrong_tags``).
+    Sorted as stored."""
     if run.task != "token_classification":
         raise ExportError(f"--what sentences: {run.name} is a {run.task} run; sentences exist in token-classification "
                           "runs (use --what datamap)")
@@ -85,6 +88,11 @@ def sentence_frame(run) -> pd.DataFrame:
     })
     if "flipped" in words:
         out["flipped_words"] = grouped["flipped"].sum()
+    # the sentence data map, as the explorer's sentence unit shows it (groups in row order = sentences sorted)
+    sentences, level = sentence_level(run)
+    first = sentences.starts[:-1]
+    for col in ("sentence_confidence", "sentence_variability", "sentence_correctness", "sentence_wrong_tags"):
+        out[col] = level[col][first]
     out = out.reset_index()
     out.attrs[MISLABEL_COLUMN] = words.attrs[MISLABEL_COLUMN]
     return out

@@ -25,12 +25,14 @@ from ..analysis.datamaps import (
     preference_for,
     run_columns,
 )
+from ..analysis.sentences import SENTENCE_COLUMNS, Sentences, sentence_level
 from ..errors import StoreError
 from ..store import Run
 
 CATEGORICAL, CONTINUOUS = "categorical", "continuous"
-#: Where an attribute's values come from: per example, per checkpoint, or derived from training dynamics.
-EXAMPLES, CHECKPOINT, DYNAMICS = "examples", "checkpoint", "dynamics"
+#: Where an attribute's values come from: per example, per checkpoint, derived from training dynamics, or (a token
+#: run's) the word's sentence.
+EXAMPLES, CHECKPOINT, DYNAMICS, SENTENCES = "examples", "checkpoint", "dynamics", "sentences"
 #: Per-checkpoint arrays shown as attributes, with their display names.
 CHECKPOINT_ATTRIBUTES = {"pred": "prediction", "loss": "loss", "gold_prob": "gold-label probability",
                          "length": "length (tokens)"}
@@ -40,7 +42,8 @@ DYNAMICS_ATTRIBUTES = {"prediction": "prediction (last epoch)", "confidence": "c
                        "variability": "variability", "correctness": "correctness", MISLABEL_COLUMN: "mislabel score"}
 #: Where an attribute's values come from, said in its description (tooltips, legends).
 SOURCE_NOTES = {DYNAMICS: "Source: the recorded training dynamics.",
-                CHECKPOINT: "Source: the pipeline's extraction of the chosen checkpoint."}
+                CHECKPOINT: "Source: the pipeline's extraction of the chosen checkpoint.",
+                SENTENCES: "Every word holds its sentence's value (source: the recorded training dynamics)."}
 FLAG_CATEGORIES = ("no", "yes")
 #: Table text is cut to this many characters (the instance view shows the whole text).
 TEXT_PREVIEW_CHARS = 160
@@ -61,6 +64,12 @@ class Attribute:
     description: str = ""
 
 
+#: The data maps' titles and axis labels: of the rows, and of a token run's sentences (``analysis.sentences``).
+DATAMAPS = {"datamap": ("Data map", ("variability", "confidence")),
+            "sentence_map": ("Data map of sentences (each at its weakest word)",
+                             ("sentence variability", "sentence confidence"))}
+
+
 @dataclass(frozen=True)
 class PlotSpec:
     """What one scatter plot shows: a projection of a checkpoint's layer, or the data map."""
@@ -71,19 +80,24 @@ class PlotSpec:
     layer: int | None = None
 
     @classmethod
-    def datamap(cls) -> "PlotSpec":
-        return cls("datamap")
+    def datamap(cls, unit: str = "words") -> "PlotSpec":
+        """The data map of the run's rows, or (``unit="sentences"``, a token run) of its sentences."""
+        return cls("sentence_map" if unit == "sentences" else "datamap")
+
+    @property
+    def is_datamap(self) -> bool:
+        return self.kind in ("datamap", "sentence_map")
 
     @property
     def title(self) -> str:
-        if self.kind == "datamap":
-            return "Data map"
+        if self.is_datamap:
+            return DATAMAPS[self.kind][0]
         return f"{self.method.upper()} of layer {self.layer} · {self.checkpoint}"
 
     @property
     def axis_labels(self) -> tuple[str, str]:
-        if self.kind == "datamap":
-            return "variability", "confidence"
+        if self.is_datamap:
+            return DATAMAPS[self.kind][1]
         return f"{self.method} 1", f"{self.method} 2"
 
 
@@ -105,11 +119,17 @@ class RunData:
         self._xy: dict[PlotSpec, tuple[np.ndarray, np.ndarray]] = {}
         self._ranges: dict[tuple, tuple[float, float]] = {}
         self._text = run.rows("text", TEXT_CACHE_BYTES)
+        #: other string columns (a word's ``context``): shown in the table, read per page like ``text``
+        self.text_columns = tuple(c for c in run.columns if c != "text" and run.column_attrs(c).get("kind") == "string")
+        self._strings = {c: run.rows(c, TEXT_CACHE_BYTES // 4) for c in self.text_columns}
         self.checkpoints = tuple(run.checkpoints)
         # what each checkpoint holds, read once (opening checkpoint groups costs milliseconds each time)
         self._arrays = {c: frozenset(run.checkpoint(c).arrays) for c in self.checkpoints}
         self._projections = {c: tuple(run.checkpoint(c).projections()) for c in self.checkpoints}
         self.has_dynamics = bool(run.epochs())
+        #: a token run: its rows are words, which ``sentences`` groups (the explorer's "sentences" unit)
+        self.has_sentences = run.task == "token_classification"
+        self._sentences: Sentences | None = None
         self.attributes = self._catalogue()
 
     def __repr__(self) -> str:
@@ -122,7 +142,7 @@ class RunData:
         for col in first + [c for c in self.run.columns if c not in first]:
             attrs = self.run.column_attrs(col)
             kind = attrs.get("kind")
-            if kind in ("id", "text"):
+            if kind in ("id", "text", "string"):  # strings are read per page (``rows``), not coloured or filtered
                 continue
             if kind == "flag":
                 out[col] = Attribute(col, col.replace("_", " "), CATEGORICAL, EXAMPLES, FLAG_CATEGORIES)
@@ -145,13 +165,12 @@ class RunData:
                 out[key] = Attribute(key, label, CATEGORICAL if cats else CONTINUOUS, DYNAMICS, cats,
                                      f"{column_description(key, recorded, preference_for(self.run))} "
                                      f"{SOURCE_NOTES[DYNAMICS]}")
+        if self.has_sentences:
+            for key, definition in SENTENCE_COLUMNS.items():
+                if self.has_dynamics or key == "sentence_words":
+                    out[key] = Attribute(key, key.replace("_", " "), CONTINUOUS, SENTENCES,
+                                         description=f"{key}: {definition} {SOURCE_NOTES[SENTENCES]}")
         return out
-
-    def categorical_attributes(self) -> list[str]:
-        return [a.name for a in self.attributes.values() if a.kind == CATEGORICAL]
-
-    def continuous_attributes(self) -> list[str]:
-        return [a.name for a in self.attributes.values() if a.kind == CONTINUOUS]
 
     def attribute(self, name: str) -> Attribute:
         try:
@@ -194,6 +213,9 @@ class RunData:
                 values = values.view(np.int8)
         elif attr.source == CHECKPOINT:
             values = self.run.checkpoint(checkpoint).read(attr.name)
+        elif attr.source == SENTENCES:
+            self._load_sentences()
+            return self._values[(attr.name, None)]
         else:
             self._load_dynamics()
             return self._values[(attr.name, None)]
@@ -206,6 +228,27 @@ class RunData:
         for key, values in run_columns(self.run).items():
             dtype = np.int16 if key == "prediction" else np.float32
             self._values[(key, None)] = _readonly(np.ascontiguousarray(values, dtype=dtype))
+
+    def _load_sentences(self) -> None:
+        """A token run's sentences and their per-word columns (``analysis.sentences``), once per run per process."""
+        words = {k: self.values(k) for k in ("confidence", MISLABEL_COLUMN)} if self.has_dynamics else None
+        sentences, columns = sentence_level(self.run, words if self.has_dynamics else None)
+        if columns is None:
+            columns = {"sentence_words": sentences.per_word(sentences.sizes.astype(np.int32))}
+        for key, values in columns.items():
+            self._values[(key, None)] = _readonly(np.ascontiguousarray(values))
+        self._sentences = sentences
+
+    @property
+    def sentences(self) -> Sentences:
+        """Where a token run's sentences lie among its word rows (``StoreError`` for other runs)."""
+        if not self.has_sentences:
+            raise StoreError(f"{self.run.loc.url}: a {self.run.task} run has no sentences (its rows are examples)")
+        if self._sentences is None:
+            with self._lock:
+                if self._sentences is None:
+                    self._load_sentences()
+        return self._sentences
 
     def categorical(self, name: str, checkpoint: str | None = None) -> pd.Categorical:
         """A categorical attribute as a shared ``pd.Categorical`` (what datashader's ``count_cat`` needs)."""
@@ -229,10 +272,7 @@ class RunData:
         got = self._ranges.get(key)
         if got is None:
             v = self.values(name, checkpoint)
-            if v.dtype.kind == "f":
-                finite = v[np.isfinite(v)] if not np.isfinite(v).all() else v
-            else:
-                finite = v
+            finite = v[np.isfinite(v)] if v.dtype.kind == "f" else v
             got = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
             self._ranges[key] = got
         return got
@@ -254,10 +294,12 @@ class RunData:
         return got
 
     def _load_xy(self, spec: PlotSpec) -> tuple[np.ndarray, np.ndarray]:
-        if spec.kind == "datamap":
+        if spec.is_datamap:
             if not self.has_dynamics:
                 raise StoreError(f"{self.run.loc.url}: no training dynamics recorded, so no data map "
                                  "(train with the t3vis recorder: `t3vis train` or `t3vis demo`)")
+            if spec.kind == "sentence_map":  # every word at its sentence's point
+                return self.values("sentence_variability"), self.values("sentence_confidence")
             return self.values("variability"), self.values("confidence")
         if spec.checkpoint not in self.checkpoints:
             raise StoreError(f"{self.run.loc.url}: no checkpoint '{spec.checkpoint}' (have {list(self.checkpoints)})")
@@ -304,8 +346,8 @@ class RunData:
         rows = np.asarray(rows, dtype=np.int64)
         out = {}
         for col in columns:
-            if col == "text":
-                text = self.text(rows)
+            if col == "text" or col in self._strings:
+                text = self.text(rows) if col == "text" else self._strings[col](rows).astype(object)
                 out[col] = [_preview(t, text_chars) for t in text] if text_chars else list(text)
                 continue
             attr = self.attribute(col)
@@ -351,35 +393,3 @@ def run_data(run: "Run | str | os.PathLike") -> RunData:
 def clear_cache() -> None:
     with _CACHE_LOCK:
         _CACHE.clear()
-
-
-def page_order(values: np.ndarray | None, rows: np.ndarray, start: int, stop: int, ascending: bool = True
-               ) -> np.ndarray:
-    """Rows ``start:stop`` of ``rows`` ordered by ``values[rows]`` (NaN last, ties by row), without a full sort.
-
-    Each row gets one uint64 key (order-preserving float32 bits, then the row index), so the order is total;
-    ``argpartition`` brings exactly ranks ``start..stop-1`` into the window and only the window is sorted.
-    ``values=None`` keeps ``rows``' own order.
-    """
-    stop = min(stop, len(rows))
-    if start >= stop:
-        return rows[:0]
-    if values is None:
-        return rows[start:stop]
-    keys = sort_keys(values[rows], rows, ascending)
-    if stop - start < len(keys):
-        part = np.argpartition(keys, [start, stop - 1])[start:stop]
-    else:
-        part = np.arange(len(keys))
-    return rows[part[np.argsort(keys[part])]]
-
-
-def sort_keys(values: np.ndarray, rows: np.ndarray, ascending: bool = True) -> np.ndarray:
-    """uint64 keys whose order is (value, row): float32 bits made sortable in the high word, row in the low."""
-    v = np.array(values, dtype=np.float32)
-    if not ascending:
-        np.negative(v, out=v)
-    v[np.isnan(v)] = np.inf
-    bits = v.view(np.uint32)
-    bits = np.where(bits & np.uint32(0x80000000), ~bits, bits | np.uint32(0x80000000))
-    return (bits.astype(np.uint64) << np.uint64(32)) | np.asarray(rows).astype(np.uint64)

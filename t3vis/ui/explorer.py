@@ -68,15 +68,23 @@ def _problems_at(path: str, stamp: tuple) -> list:
 
 
 def counts_text(state: ExplorerState) -> Markdown:
-    """The sidebar's counts: what a brush selected, within what filters and search leave, of the run."""
+    """The sidebar's counts: what a brush selected, within what filters and search leave, of the run (a token
+    run counts words, and in the sentence unit the sentences holding them)."""
     searched = state.search_query is not None
     narrowed = Markdown("after filters and search") if searched else Markdown("after filters")
+    rows = "words" if state.data is not None and state.data.has_sentences else "examples"
     if state.has_selection:
-        return Markdown("**{:,}** selected · {:,} {} · {:,} examples").format(
-            state.n_selected, state.n_filtered, narrowed, state.n_total)
-    if state.filtered is None:
-        return Markdown("Nothing brushed (drag on a plot) · **{:,}** examples").format(state.n_total)
-    return Markdown("Nothing brushed · **{:,}** {} · {:,} examples").format(state.n_filtered, narrowed, state.n_total)
+        text = Markdown("**{:,}** selected · {:,} {} · {:,} {}").format(
+            state.n_selected, state.n_filtered, narrowed, state.n_total, rows)
+    elif state.filtered is None:
+        text = Markdown("Nothing brushed (drag on a plot) · **{:,}** {}").format(state.n_total, rows)
+    else:
+        text = Markdown("Nothing brushed · **{:,}** {} · {:,} {}").format(state.n_filtered, narrowed, state.n_total,
+                                                                         rows)
+    if state.sentence_unit:
+        text += Markdown(" · in **{:,}** of {:,} sentences").format(len(state.unit_rows()),
+                                                                    state.data.sentences.count)
+    return text
 
 
 def time_left(elapsed: float, fraction: float) -> str:
@@ -284,9 +292,13 @@ class Explorer(pn.viewable.Viewer):
             self.demo.layout.visible = False
 
     # ------------------------------------------------------------------ sidebar
-    @param.depends("state.n_selected", "state.n_filtered", "state.n_total", watch=True)
+    @param.depends("state.n_selected", "state.n_filtered", "state.n_total", "state.has_selection", "state.unit",
+                   watch=True)
     def _update_counts(self) -> None:
         self.counts.object = counts_text(self.state) if self.state.run is not None else ""
+
+    def _has_sentences(self) -> bool:
+        return self.state.data is not None and self.state.data.has_sentences
 
     def _search_box(self):
         """The query box; it spins while a query runs (the page stays live meanwhile)."""
@@ -302,12 +314,18 @@ class Explorer(pn.viewable.Viewer):
                                pmui.Switch.from_param(s.link_axes), visible=self.state.compare,
                                sizing_mode="stretch_width")
         self.state.param.watch(lambda e: setattr(b_controls, "visible", e.new), "compare")
+        # a token run's unit: words, or the sentences holding them (hidden for runs whose rows are examples)
+        unit = pmui.RadioButtonGroup.from_param(s.unit, sizing_mode="stretch_width", visible=self._has_sentences(),
+                                                description="Words: a row and a point per word. Sentences: a row "
+                                                "per sentence holding a selected word, and a data map of sentences.")
+        self.state.param.watch(lambda e: setattr(unit, "visible", self._has_sentences()), "run")
         clear = pmui.Button(label="Clear selection", variant="outlined", sizing_mode="stretch_width")
         clear.on_click(lambda e: self.state.clear_selection())
         return [
             self.picker,
             pmui.Card(select(s.checkpoint), select(s.method), select(s.layer), pmui.Switch.from_param(s.compare),
                       b_controls, title="Projection", sizing_mode="stretch_width", collapsible=True),
+            unit,
             select(s.color_by, label="Colour by"),
             pmui.Card(self._search_box(),
                       pn.Row(pmui.Switch.from_param(s.search_regex), pmui.Switch.from_param(s.search_case)),

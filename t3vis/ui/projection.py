@@ -195,13 +195,22 @@ def add_marks(fig, data: dict) -> dict:
     return made
 
 
-def region_note() -> HTML:
-    """The data map's regions and their thresholds, as the legend under the plots says them."""
-    return HTML('<div style="font-size:12px"><b>Data map</b>: confidence = mean probability of the gold label over '
-                'the epochs, variability = its standard deviation. Easy-to-learn: confidence &ge; {}, variability '
-                '&lt; {}; hard-to-learn: confidence &le; {}, variability &lt; {}; ambiguous: the rest '
-                '(Swayamdipta et al. 2020).</div>').format(EASY_CONFIDENCE, AMBIGUOUS_VARIABILITY, HARD_CONFIDENCE,
-                                                          AMBIGUOUS_VARIABILITY)
+#: What the data map's axes are, by plot kind (a sentence's follow its weakest word: ``analysis.sentences``).
+DATAMAP_AXES = {
+    "datamap": HTML("<b>Data map</b>: confidence = mean probability of the gold label over the epochs, variability = "
+                    "its standard deviation."),
+    "sentence_map": HTML("<b>Data map of sentences</b>: a point per sentence, at its weakest word; confidence = the "
+                         "mean over the epochs of the lowest gold-tag probability among its words, variability = its "
+                         "standard deviation; coloured by that word's values."),
+}
+
+
+def region_note(kind: str = "datamap") -> HTML:
+    """The data map's axes, regions and thresholds, as the legend under the plots says them."""
+    return HTML('<div style="font-size:12px">{} Easy-to-learn: confidence &ge; {}, variability &lt; {}; '
+                'hard-to-learn: confidence &le; {}, variability &lt; {}; ambiguous: the rest (Swayamdipta et al. '
+                '2020).</div>').format(DATAMAP_AXES[kind], EASY_CONFIDENCE, AMBIGUOUS_VARIABILITY,
+                                       HARD_CONFIDENCE, AMBIGUOUS_VARIABILITY)
 
 
 def update_rendered(plot, update) -> None:
@@ -278,7 +287,7 @@ class ScatterPlot:
         self.key = color_key(attr.categories) if self.categorical else None
         self.clim = data.value_range(self.color, self.color_checkpoint) if attr and not self.categorical else None
         self.legend = legend_html(attr.label, self.key) if self.categorical else scale_note(attr)
-        self.notes = region_note() if spec.kind == "datamap" else HTML("")
+        self.notes = region_note(spec.kind) if spec.is_datamap else HTML("")
         # the first view: the previous plot's (a rebuild keeps the zoom) or the data's extent. Set on the stream, not as
         # xlim/ylim: HoloViews redraws every layer once more after the first render of a plot with limits
         x_range, y_range = ranges or self.extent
@@ -316,7 +325,10 @@ class ScatterPlot:
         (x0, x1), (y0, y1) = self.range_xy.x_range or self.extent[0], self.range_xy.y_range or self.extent[1]
         width, height = self.size.width or 600, self.size.height or 400
         radius = (TAP_PX * (x1 - x0) / width, TAP_PX * (y1 - y0) / height)
-        row = masks.nearest_row(self.x, self.y, (x, y), radius, self.state.filtered)
+        among = self.state.filtered
+        if self.spec.kind == "sentence_map":  # the sentences' points only
+            among = masks.rows_mask(self._points(self._filtered_rows()), self.state.n_total)
+        row = masks.nearest_row(self.x, self.y, (x, y), radius, among)
         if row is not None:
             self.state.example = row
 
@@ -358,15 +370,25 @@ class ScatterPlot:
             return self.frame
         return pd.DataFrame({c: _column(self.frame, c).take(rows) for c in self.frame.columns}, copy=False)
 
+    def _points(self, rows: np.ndarray | None) -> np.ndarray | None:
+        """The rows this plot draws for the rows ``rows`` (None = all): themselves, or in the sentence data map the
+        weakest word of each sentence that holds one of them (its point stands for the sentence)."""
+        if self.spec.kind != "sentence_map":
+            return rows
+        return self.state.data.sentences.points(rows)
+
+    def _filtered_rows(self) -> np.ndarray | None:
+        filtered = self.state.filtered
+        return None if filtered is None else np.flatnonzero(filtered)
+
     def _front_rows(self) -> pd.DataFrame:
         state = self.state
-        return self.frame if state.mask is None else self._subset(state.rows())
+        return self._subset(self._points(None if state.mask is None else state.rows()))
 
     def _back_rows(self) -> pd.DataFrame:
-        state = self.state
-        if not state.has_selection:
+        if not self.state.has_selection:
             return self.frame.iloc[:0]
-        return self._subset(None if state.filtered is None else np.flatnonzero(state.filtered))
+        return self._subset(self._points(self._filtered_rows()))
 
     def _aggregate(self, frame: pd.DataFrame, x_range, y_range, width, height) -> tuple:
         """``(x_range, y_range, agg)``: ``frame`` aggregated with datashader for the given view."""
@@ -430,12 +452,18 @@ class ScatterPlot:
                           id=self._templates["sparse"].id)
         if x_range is None or y_range is None:
             return empty
-        inview = masks.box_mask(self.x, self.y, (x_range[0], y_range[0], x_range[1], y_range[1]))
-        if self.state.filtered is not None:
-            inview &= self.state.filtered
-        if not 0 < np.count_nonzero(inview) <= SPARSE_POINTS:
+        bounds = (x_range[0], y_range[0], x_range[1], y_range[1])
+        if self.spec.kind == "sentence_map":
+            points = self._points(self._filtered_rows())
+            rows = points[masks.box_mask(self.x[points], self.y[points], bounds)]
+        else:
+            inview = masks.box_mask(self.x, self.y, bounds)
+            if self.state.filtered is not None:
+                inview &= self.state.filtered
+            few = np.count_nonzero(inview) <= SPARSE_POINTS  # (listing a million rows in view would cost)
+            rows = np.flatnonzero(inview) if few else np.zeros(0, np.int64)
+        if not 0 < len(rows) <= SPARSE_POINTS:
             return empty
-        rows = np.flatnonzero(inview)
         data = self.state.data
         shown = [c for c in ("label", "pred", "loss") if c in data.attributes]
         page = data.rows(rows, ["text", *shown], self.color_checkpoint, text_chars=200)
@@ -537,7 +565,7 @@ class ScatterPlot:
             me = owner()
             if me is None or plot in sources:  # hooks run again on every update of the plot
                 return
-            if me.spec.kind == "datamap":
+            if me.spec.is_datamap:
                 add_regions(plot.state)
             me._dress_for_export(plot.state)
             sources[plot] = {}
@@ -618,7 +646,7 @@ class ProjectionView(pn.viewable.Viewer):
     def __panel__(self):
         return self._layout
 
-    @param.depends("state.run", "state.checkpoint", "state.method", "state.layer", "state.compare",
+    @param.depends("state.run", "state.unit", "state.checkpoint", "state.method", "state.layer", "state.compare",
                    "state.checkpoint_b", "state.method_b", "state.layer_b", "state.link_axes", "state.color_by",
                    watch=True)
     def _rebuild(self) -> None:

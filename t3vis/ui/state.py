@@ -3,6 +3,9 @@
 Views are thin: a plot turns a brush into ``select_box``/``select_lasso``, a widget sets ``color_by`` or a filter,
 and every view redraws from ``mask`` (filters AND selection) when it changes. Masks are per session (one byte
 per example); the columns they index are the process-wide read-only ``RunData``.
+
+Long file: it is the session's one source of truth, its parameters documented where they are declared; split
+in two, every view would have to know which half holds what.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from .text import Markdown
 SALIENCY_METHODS = list(METHODS)
 #: Default colouring, first one the run has.
 DEFAULT_COLOR_BY = ("label", "pred", "confidence")
+#: What a row of the table (and a point of the data map) is: a token run can show its sentences instead of words.
+UNITS = ("words", "sentences")
 
 
 class ExplorerState(param.Parameterized):
@@ -45,6 +50,8 @@ class ExplorerState(param.Parameterized):
     - ``search``: a text query (words, ``"a phrase"``; a regular expression with ``search_regex``; case-sensitive
       with ``search_case``), ``""`` = none. Its matches narrow ``filtered`` like a filter; a query that cannot
       run keeps the last good one's matches and says why in ``search_message``.
+    - ``unit``: in a token run, ``"sentences"`` makes the table and data map show sentences (every sentence holding
+      a word of ``mask``, each at its weakest word: ``unit_rows``); selection and filters stay per word.
     - ``neighbours_of``: a row (or an array of rows: their centroid) whose ``neighbour_k`` most similar examples
       the table lists and the plots mark (``find_similar``/``clear_neighbours``). Neighbours are not part of
       ``mask``: they are a list to read, not a narrowing, and compare mode shows a second list (``neighbours_b``).
@@ -79,6 +86,9 @@ class ExplorerState(param.Parameterized):
     search = param.String(default="", doc='Text search: words, "a phrase" or (search_regex) a pattern; "" = none.')
     search_regex = param.Boolean(default=False, label="Regex", doc="The search query is a regular expression.")
     search_case = param.Boolean(default=False, label="Match case", doc="The search is case-sensitive.")
+    unit = param.Selector(default="words", objects=list(UNITS), label="Show",
+                          doc="A token run's unit in the table and data map: its words, or its sentences (those "
+                              "holding a word of the mask, each shown at its weakest word).")
 
     head = param.Tuple(default=None, length=2, allow_None=True, doc="(layer, head) chosen in the head view.")
     pruned_heads = param.Parameter(default=(), doc="Tuple of (layer, head) pairs switched off (any length).")
@@ -108,6 +118,7 @@ class ExplorerState(param.Parameterized):
     def __init__(self, run: "Run | str | None" = None, **params):
         self._data: RunData | None = None
         self._rows: tuple[int, np.ndarray] | None = None
+        self._unit_rows: tuple[tuple, np.ndarray] | None = None
         self._searched: np.ndarray | None = None  # rows matching the search (None: no search)
         self._query: Query | None = None
         self._search_generation = 0  # bumped per query: a query that finishes after a newer one is dropped
@@ -139,6 +150,7 @@ class ExplorerState(param.Parameterized):
             self.pruned_heads = ()
             self.target_class = None
             self.neighbours_of = None
+            self.unit = "words"
             self.run = run
             ckpts = [c for c in data.checkpoints if choices[c]] or list(data.checkpoints)
             for suffix in ("", "_b"):
@@ -184,7 +196,8 @@ class ExplorerState(param.Parameterized):
     def spec(self, which: str = "a") -> PlotSpec | None:
         """What plot ``a`` (main), ``b`` (comparison) or ``datamap`` shows; ``None`` if there is nothing to show."""
         if which == "datamap":
-            return PlotSpec.datamap() if self.data is not None and self.data.has_dynamics else None
+            return PlotSpec.datamap(self.unit if self.sentence_unit else "words") \
+                if self.data is not None and self.data.has_dynamics else None
         suffix = "_b" if which == "b" else ""
         ckpt, method, layer = (getattr(self, f"{p}{suffix}") for p in ("checkpoint", "method", "layer"))
         if ckpt is None or method is None or layer is None:
@@ -327,6 +340,24 @@ class ExplorerState(param.Parameterized):
         rows = np.arange(self.n_total, dtype=np.int64) if self.mask is None else np.flatnonzero(self.mask)
         rows.flags.writeable = False
         self._rows = (self.mask_rev, rows)
+        return rows
+
+    @property
+    def sentence_unit(self) -> bool:
+        """Whether the table and data map show sentences (a token run, unit "sentences")."""
+        return self.unit == "sentences" and self.data is not None and self.data.has_sentences
+
+    def unit_rows(self) -> np.ndarray:
+        """The table's rows: ``rows()``, or in the sentence unit the weakest word of each sentence holding one of
+        them (sorted); computed once per mask and unit."""
+        if not self.sentence_unit:
+            return self.rows()
+        key = (self.mask_rev, self.unit)
+        cached = self._unit_rows
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        rows = self.data.sentences.points(None if self.mask is None else self.rows())
+        self._unit_rows = (key, rows)
         return rows
 
     # ------------------------------------------------------------------ neighbours

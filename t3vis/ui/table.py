@@ -1,7 +1,7 @@
 """The data table: the rows in the state's mask, one page at a time, sorted server-side.
 
 Tabulator only ever receives one page (``page_size`` rows): handing it millions of rows costs seconds per
-update. Paging and sorting happen here over the mask (``data.page_order`` partitions instead of sorting all
+update. Paging and sorting happen here over the mask (``order.page_order`` partitions instead of sorting all
 rows); text is read only for the page, escaped, with the search's hits marked. Clicking a row sets
 ``state.example`` for the instance view.
 """
@@ -16,8 +16,10 @@ import pandas as pd
 import panel as pn
 import param
 
+from ..analysis.sentences import marked_sentences
 from ..paths import export_filename
-from .data import CATEGORICAL, TEXT_PREVIEW_CHARS, page_order
+from .data import CATEGORICAL, TEXT_PREVIEW_CHARS
+from .order import page_order
 from .state import ExplorerState
 from .text import HTML_CELLS, Markdown, MarkdownPane, escape_html, marked
 
@@ -28,6 +30,18 @@ DYNAMICS_COLUMNS = ("text", "label", "prediction", "confidence", "variability", 
 CHECKPOINT_COLUMNS = ("text", "label", "pred", "loss", "split")
 #: A token run's rows are words: the word's sentence, with the word marked, follows it.
 WORD_COLUMNS = ("context",)
+#: A token run in the sentence unit: a row per sentence (at its weakest word, which the sentence marks).
+SENTENCE_TEXT, WORD = "sentence_text", "word"
+SENTENCE_TABLE = (SENTENCE_TEXT, "sentence_words", "sentence_wrong_tags", "sentence_confidence",
+                  "sentence_variability", "sentence_correctness", "sentence_mislabel_score", "text", "label",
+                  "prediction", "split")
+#: The sentence unit's tooltips for the columns of the word a row stands for.
+SENTENCE_TOOLTIPS = {SENTENCE_TEXT: "The whole sentence; «» mark the word this row stands for (its weakest word).",
+                     WORD: "The sentence's weakest word (lowest confidence): its point in the sentence data map.",
+                     "label": "The given tag of the sentence's weakest word.",
+                     "prediction": "The tag the model gives the sentence's weakest word (last epoch)."}
+#: Columns of text: shown, not sorted.
+UNSORTABLE = ("text", "context", SENTENCE_TEXT, WORD)
 #: At most this many rows go into a CSV export (the file says so when it is cut).
 EXPORT_MAX_ROWS = 1_000_000
 EXPORT_CHUNK_ROWS = 50_000
@@ -49,7 +63,8 @@ class DataTable(pn.viewable.Viewer):
         self.table = pn.widgets.Tabulator(
             empty_page(), pagination=None, disabled=True, selectable=False, show_index=True,
             sizing_mode="stretch_width", height=340, layout="fit_data_table",
-            widths={"text": 420}, sortable={"text": False}, formatters={"text": HTML_CELLS},
+            widths={"text": 420, SENTENCE_TEXT: 420}, sortable={c: False for c in UNSORTABLE},
+            formatters={"text": HTML_CELLS},
             configuration={"columnDefaults": {"headerTooltip": True}})
         self.table.on_click(self._on_click)
         self.table.buttons = {SIMILAR: "≈"}  # a column of buttons: its click shows that row's neighbours
@@ -79,9 +94,11 @@ class DataTable(pn.viewable.Viewer):
         data = self.state.data
         if data is None:
             return []
+        if self.state.sentence_unit:
+            return [c for c in SENTENCE_TABLE if c in ("text", SENTENCE_TEXT) or c in data.attributes]
         shown = DYNAMICS_COLUMNS if data.has_dynamics else CHECKPOINT_COLUMNS
         shown = shown[:1] + WORD_COLUMNS + shown[1:]  # a token run's word in its sentence (absent elsewhere)
-        return [c for c in shown if c == "text" or c in data.attributes]
+        return [c for c in shown if c == "text" or c in data.attributes or c in data.text_columns]
 
     def page_rows(self) -> np.ndarray:
         """Example indices on the current page, in display order."""
@@ -92,26 +109,37 @@ class DataTable(pn.viewable.Viewer):
         stop = start + self.page_size
         if state.neighbours is not None:  # best first
             return state.neighbours.rows[start:stop]
-        if state.mask is None and self.sort_by is None:  # no need to list every row of a 10M run
+        if state.mask is None and self.sort_by is None and not state.sentence_unit:  # no need to list 10M rows
             return np.arange(start, min(stop, state.n_total), dtype=np.int64)
-        rows = state.rows()
+        rows = state.unit_rows()
         values = None
         if self.sort_by is not None:
             values = state.data.values(self.sort_by, state.checkpoint)
         return page_order(values, rows, start, stop, self.ascending)
 
+    def frame_of(self, rows: np.ndarray) -> pd.DataFrame:
+        """``rows`` with the table's columns (whole texts): what a page shows and the CSV holds. In the sentence
+        unit a row is a sentence: its text, its values, then its weakest word's (``word``, tag, prediction)."""
+        state = self.state
+        columns = self.columns()
+        frame = state.data.rows(rows, [c for c in columns if c != SENTENCE_TEXT], state.checkpoint, text_chars=None)
+        if SENTENCE_TEXT in columns:
+            frame.insert(0, SENTENCE_TEXT, marked_sentences(state.data.sentences, state.data.text, frame.index))
+            frame = frame.rename(columns={"text": WORD})
+        return frame
+
     def page_frame(self) -> pd.DataFrame:
         data = self.state.data
         if data is None:
             return empty_page()
-        frame = data.rows(self.page_rows(), self.columns(), self.state.checkpoint, text_chars=None)
+        frame = self.frame_of(self.page_rows())
         if "text" in frame:  # every text cell is HTML made by ``marked`` (escaped), search hits in <mark>
             query = self.state.search_query
             frame["text"] = [marked(t, query.spans(t) if query else (), TEXT_PREVIEW_CHARS) for t in frame["text"]]
         return frame
 
-    @param.depends("state.mask_rev", "state.run", "state.neighbours", "state.neighbours_b", "state.neighbours_message",
-                   watch=True)
+    @param.depends("state.mask_rev", "state.run", "state.unit", "state.neighbours", "state.neighbours_b",
+                   "state.neighbours_message", watch=True)
     def _on_mask(self) -> None:
         if self.page != 1:
             self.page = 1  # triggers refresh
@@ -122,7 +150,8 @@ class DataTable(pn.viewable.Viewer):
     def refresh(self) -> None:
         state = self.state
         neighbours = state.neighbours
-        self._total = 0 if state.data is None else len(neighbours.rows) if neighbours is not None else state.n_selected
+        self._total = (0 if state.data is None else len(neighbours.rows) if neighbours is not None
+                       else len(state.unit_rows()) if state.sentence_unit else state.n_selected)
         self._clear_neighbours.visible = neighbours is not None
         pages = max(1, math.ceil(self._total / self.page_size))
         if self.page > pages:
@@ -134,12 +163,16 @@ class DataTable(pn.viewable.Viewer):
             # headers are the column names, as in the CSV export; tooltips say what each is and its source.
             # Tabulator renders titles and tooltips as HTML
             self.table.titles = {c: escape_html(c) for c in frame.columns}
-            self.table.header_tooltips = {c: escape_html(data.attributes[c].description) for c in frame.columns
-                                          if c in data.attributes and data.attributes[c].description}
+            tips = {c: data.attributes[c].description for c in frame.columns
+                    if c in data.attributes and data.attributes[c].description}
+            if state.sentence_unit:
+                tips.update({c: tip for c, tip in SENTENCE_TOOLTIPS.items() if c in frame.columns})
+            self.table.header_tooltips = {c: escape_html(tip) for c, tip in tips.items()}
         self.table.value = frame
         first = (self.page - 1) * self.page_size + 1
         last = min(self.page * self.page_size, self._total)
-        info = (Markdown("rows {:,}–{:,} of {:,}").format(first, last, self._total) if self._total
+        unit = "sentences" if state.sentence_unit and neighbours is None else "rows"
+        info = (Markdown("{} {:,}–{:,} of {:,}").format(unit, first, last, self._total) if self._total
                 else Markdown("no rows: nothing matches the selection, filters and search"))
         if self.sort_by:
             info += Markdown(" · sorted by {} {}").format(self.sort_by, "↑" if self.ascending else "↓")
@@ -156,7 +189,7 @@ class DataTable(pn.viewable.Viewer):
 
     def _on_sorters(self, event) -> None:
         """A header click sorts all selected rows (not just the page): map Tabulator's sorter to ours."""
-        sorters = [s for s in (event.new or []) if s.get("field") not in ("text",)]
+        sorters = [s for s in (event.new or []) if s.get("field") not in UNSORTABLE]
         if not sorters:
             self.param.update(sort_by=None, ascending=True, page=1)
             return
@@ -178,19 +211,19 @@ class DataTable(pn.viewable.Viewer):
         out = io.StringIO()
         if state.data is None:
             return out
-        self.download.filename = export_filename(state.run.name, "selection") + ".csv"
-        rows = state.rows()
+        what = "sentences" if state.sentence_unit else "selection"
+        self.download.filename = export_filename(state.run.name, what) + ".csv"
+        rows = state.unit_rows()
         if self.sort_by is not None:
             rows = page_order(state.data.values(self.sort_by, state.checkpoint), rows, 0, len(rows), self.ascending)
         cut = len(rows) > EXPORT_MAX_ROWS
+        total = len(rows)
         rows = rows[:EXPORT_MAX_ROWS]
-        columns = self.columns()
         for i in range(0, max(1, len(rows)), EXPORT_CHUNK_ROWS):
-            frame = state.data.rows(rows[i:i + EXPORT_CHUNK_ROWS], columns, state.checkpoint, text_chars=None)
-            frame = _decoded(frame, state)
+            frame = _decoded(self.frame_of(rows[i:i + EXPORT_CHUNK_ROWS]), state)
             frame.to_csv(out, header=i == 0)
         if cut:
-            out.write(f"# cut at {EXPORT_MAX_ROWS:,} of {state.n_selected:,} selected rows\n")
+            out.write(f"# cut at {EXPORT_MAX_ROWS:,} of {total:,} selected rows\n")
         out.seek(0)
         return out
 
