@@ -4,6 +4,7 @@ checked against a direct, unbatched recomputation."""
 
 from __future__ import annotations
 
+import warnings
 
 import numpy as np
 import pytest
@@ -360,3 +361,59 @@ def test_a_token_runs_mislabel_score_is_the_one_measured_best_for_words(recorded
     text_run = synth_run(tmp_path / "synth", 200, checkpoints=2, num_layers=1, num_heads=2).loc.url
     classification = run_columns(Run(text_run))
     np.testing.assert_array_equal(classification["mislabel_score"], classification[f"{DEFAULT_SCORE}_score"])
+
+
+def test_the_trainer_callback_records_a_tagger_per_word(tmp_path):
+    """A Hugging Face ``Trainer`` with ``T3VisCallback`` over a ``TaggedDataset``: a word run whose epoch-end
+    dynamics equal a direct forward of each checkpoint. One step per epoch (every training sentence in one batch,
+    no dropout), so an epoch's in-training pass ran the previous checkpoint's weights: its values must equal that
+    checkpoint's, word for word, which holds only if every batch row was matched to its own sentence."""
+    from transformers import DataCollatorForTokenClassification, Trainer, TrainingArguments
+
+    from t3vis.training import T3VisCallback
+    from tests.fixtures import tiny_tagger
+
+    data = tagged(24, seed=3)
+    tokenizer = tiny_tokenizer(tmp_path / "tokenizer")
+    model = tiny_tagger(0, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    train = data.frame[data.frame["split"] == "train"]
+    features = []
+    for words, tags in zip(train["tokens"], train["tags"]):
+        enc = tokenizer(list(words), is_split_into_words=True, truncation=True, max_length=MAX_LENGTH)
+        ids, previous, labels = enc.word_ids(), None, []
+        for word in ids:  # the standard alignment: a word's tag on its first sub-token
+            labels.append(-100 if word is None or word == previous else int(tags[word]))
+            previous = word
+        features.append({**enc, "labels": labels})
+    callback = T3VisCallback(tmp_path / "run", examples=data, max_length=MAX_LENGTH, bf16=False)
+    args = TrainingArguments(output_dir=str(tmp_path / "trainer"), num_train_epochs=2, learning_rate=5e-3,
+                             per_device_train_batch_size=len(features), use_cpu=True, report_to="none",
+                             save_strategy="no", logging_strategy="no", disable_tqdm=True, seed=0)
+    trainer = Trainer(model=model, args=args, train_dataset=features, processing_class=tokenizer,
+                      data_collator=DataCollatorForTokenClassification(tokenizer), callbacks=[callback])
+    with warnings.catch_warnings():  # every training sentence is recognised in the Trainer's batches
+        warnings.filterwarnings("error", message=".*were recognised in the Trainer's batches")
+        trainer.train()
+
+    run = Run(str(tmp_path / "run"))
+    words = sum(len(t) for t in data.frame["tokens"])
+    assert run.task == "token_classification" and run.n_examples == words and validate(run.loc.url) == []
+    assert run.checkpoints == ["epoch-0", "epoch-1", "epoch-2"] and run.epochs() == [1, 2]
+    dynamics, labels, split = run.dynamics(), run.column("label"), np.asarray(run.categories("split"))[
+        run.column("split")]
+    probs = {}
+    for c, name in enumerate(run.checkpoints):
+        model_c, tok = load_checkpoint(run.checkpoint(name).weights_path, dtype=torch.float32)
+        logits = np.concatenate([direct_word_logits(model_c, tok, list(w)) for w in data.frame["tokens"]])
+        p = torch.softmax(torch.tensor(logits, dtype=torch.float64), -1).numpy()
+        probs[c] = p[np.arange(words), labels]
+    assert np.abs(probs[1] - probs[0]).max() > 1e-2 and np.abs(probs[2] - probs[1]).max() > 1e-2  # (it learns)
+    for epoch in (1, 2):
+        np.testing.assert_allclose(dynamics.gold_prob[epoch - 1], probs[epoch], atol=1e-5)
+        trained = split == "train"
+        np.testing.assert_allclose(dynamics.train_gold_prob[epoch - 1][trained], probs[epoch - 1][trained],
+                                   atol=1e-5)
+        assert np.isnan(dynamics.train_gold_prob[epoch - 1][~trained]).all()
+    history = run.attrs["training"]["epochs"]
+    assert [e["train_rows_seen_in_training"] for e in history] == [int((split == "train").sum())] * 2
+    assert "validation_entity_f1" in history[-1]

@@ -8,6 +8,11 @@ The callback measures the examples you give it (not the Trainer's shuffled datal
 place in the run whatever the Trainer's sampler, collator or column removal does. See ``recorder`` for what is
 measured and when.
 
+A token classifier (``AutoModelForTokenClassification``) is recorded per word when ``examples`` is a
+``TaggedDataset`` (``t3vis.data.load_conll``/``load_tagged``): tokenize its sentences as you train
+(``tokenizer(tokens, is_split_into_words=True, truncation=True, max_length=...)``) and label each word's first
+sub-token, the standard alignment; ``WordDynamicsRecorder`` says what is measured.
+
 In-training dynamics need no change to your dataset: a forward hook on the model sees each training batch's
 ``input_ids`` and logits (after the forward, before the update) and recognises the examples by their token ids
 (padding stripped). Tokenize the examples as you train (``max_length=``); a batch whose inputs are not among the
@@ -22,7 +27,9 @@ from typing import Any, Sequence
 import torch
 from transformers import TrainerCallback
 
+from ..data.tagging import TaggedDataset
 from .recorder import DynamicsRecorder
+from .words import WordDynamicsRecorder
 
 #: Below this share of training rows recognised in an epoch's batches, the callback warns.
 MIN_SEEN_SHARE = 0.9
@@ -33,8 +40,8 @@ class T3VisCallback(TrainerCallback):
     epoch end), the mean p(gold) and margin of its training forward passes, and a safetensors checkpoint;
     ``epoch-0`` is the model before training.
 
-    ``examples``: a ``TextDataset``, a pandas DataFrame or a ``datasets.Dataset`` with a text and a label column
-    (and optionally ``split``: ``train``/``validation``; rows without one count as ``train``). Labels are class
+    ``examples``: a ``TextDataset``, a pandas DataFrame or a ``datasets.Dataset`` with a text and a label column,
+    or for a token classifier a ``TaggedDataset`` (recorded per word) (and optionally ``split``: ``train``/``validation``; rows without one count as ``train``). Labels are class
     names or integer ids (``label_names=`` names ids: ``label_names[i]`` is id i); names are numbered through the
     model's ``config.label2id``, and labels the model does not know stop training with an error. Tokenized with
     the Trainer's ``processing_class`` unless ``tokenizer`` is given, truncated at ``max_length`` (default:
@@ -47,7 +54,8 @@ class T3VisCallback(TrainerCallback):
                  label_column: str = "label", tokenizer=None, max_length: int | None = None, batch_size: int = 64,
                  bf16: bool | None = None, overwrite: bool = False, name: str | None = None):
         self.tokenizer = tokenizer
-        self.recorder = DynamicsRecorder(run_dir, examples, label_names=label_names, text_column=text_column,
+        recorder = WordDynamicsRecorder if isinstance(examples, TaggedDataset) else DynamicsRecorder
+        self.recorder = recorder(run_dir, examples, label_names=label_names, text_column=text_column,
                                          label_column=label_column, max_length=max_length, batch_size=batch_size,
                                          bf16=bf16, overwrite=overwrite, name=name)
         self._last_epoch = 0
@@ -87,7 +95,7 @@ class T3VisCallback(TrainerCallback):
         epoch = max(self._last_epoch + 1, int(round(state.epoch or 0)))
         metrics = self.recorder.on_epoch_end(model, epoch=epoch, step=state.global_step)
         self._last_epoch = epoch
-        train = int((self.recorder.split == "train").sum())
+        train = int(((self.recorder.split == "train") & self.recorder.measured).sum())  # (words: those read)
         if train and metrics["train_rows_seen_in_training"] < MIN_SEEN_SHARE * train:
             warnings.warn(f"{self.run_path}: epoch {epoch}: only {metrics['train_rows_seen_in_training']} of {train} "
                           "training examples were recognised in the Trainer's batches, so the in-training dynamics "
