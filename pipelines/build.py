@@ -23,9 +23,34 @@ def step_fraction(step: str, done: int, total: int) -> float:
     return start + (PIPELINE_STEPS[step] - start) * done / max(total, 1)
 
 
-def run_pipelines(path, progress: Progress = quiet) -> dict:
-    """Extract, importance, project and neighbours for every checkpoint on a LocalCluster without a dashboard,
-    reporting each finished task (so a long projection step moves the bar and its ETA)."""
+#: The NER demo's pipelines: its runs have ~46k word points per checkpoint, where one UMAP layout or exact kNN graph
+#: costs 10-20 s (classification demo: 2,225 points). All layers and checkpoints (2 x 7) took 356 s on a quiet
+#: 2-core box, 285 s of it projections and neighbours; the last layer of every third checkpoint (before, midway
+#: through and at the end of training) keeps the demo within its 6 minutes. ``t3vis pipeline RUN --layer 3`` adds
+#: the rest to a built run.
+NER_DEMO_CHECKPOINT_STEP = 3
+
+
+def spread_checkpoints(checkpoints: list[str], step: int = NER_DEMO_CHECKPOINT_STEP) -> list[str]:
+    """Every ``step``-th checkpoint in training order, always the first (before training) and the last."""
+    chosen = checkpoints[::step]
+    return chosen + [checkpoints[-1]] if checkpoints and chosen[-1] != checkpoints[-1] else chosen
+
+
+def ner_demo_pipeline(path) -> dict:
+    """``run_pipelines`` options for the NER demo run at ``path`` (the last layer of ``spread_checkpoints``)."""
+    from t3vis.store import Run
+
+    run = Run(str(path))
+    layers = [run.num_layers]
+    return {"checkpoints": spread_checkpoints(run.checkpoints), "project": {"layers": layers},
+            "neighbours": {"layers": layers}}
+
+
+def run_pipelines(path, progress: Progress = quiet, **options) -> dict:
+    """Extract, importance, project and neighbours for every checkpoint (``options``: ``run_steps``'s, e.g.
+    ``checkpoints``) on a LocalCluster without a dashboard, reporting each finished task (so a long projection step
+    moves the bar and its ETA)."""
     from .run import run_pipeline
 
     def echo(message: str) -> None:
@@ -37,15 +62,17 @@ def run_pipelines(path, progress: Progress = quiet) -> dict:
         progress(f"pipeline {step}: {done}/{total} tasks", step_fraction(step, done, total))
 
     progress("pipeline: extracting hidden states", 0.0)
-    return run_pipeline(str(path), progress=task_done, echo=echo, dashboard=False)
+    return run_pipeline(str(path), progress=task_done, echo=echo, dashboard=False, **options)
 
 
-def _then_pipelines(train, path, progress: Progress | None, pipeline: bool) -> Path:
-    """``train(progress)`` (writes the run at ``path``), then with ``pipeline`` the pipelines, then ``complete``."""
+def _then_pipelines(train, path, progress: Progress | None, pipeline: bool, options=None) -> Path:
+    """``train(progress)`` (writes the run at ``path``), then with ``pipeline`` the pipelines (``options(path)``:
+    their options for the trained run), then ``complete``."""
     progress = progress or quiet
     share = 1.0 - PIPELINE_SHARE if pipeline else 1.0
     train(lambda stage, f: progress(stage, f * share))
-    if pipeline and run_pipelines(path, progress=lambda s, f: progress(s, share + f * (1 - share))):
+    chosen = options(path) if pipeline and options is not None else {}
+    if pipeline and run_pipelines(path, progress=lambda s, f: progress(s, share + f * (1 - share)), **chosen):
         RunWriter(str(path)).update_attrs(complete=True)
     progress("done", 1.0)
     return Path(path)
@@ -62,7 +89,8 @@ def build_demo(path=None, *, overwrite: bool = False, seed: int = 0, epochs: int
     train = train_ner_demo if task == "ner" else train_demo
     epochs = epochs or (None if task == "ner" else 3)
     return _then_pipelines(lambda p: train(path, overwrite=overwrite, seed=seed, epochs=epochs, noise=noise,
-                                           progress=p), path, progress, pipeline)
+                                           progress=p), path, progress, pipeline,
+                           ner_demo_pipeline if task == "ner" else None)
 
 
 def train_and_extract(path, dataset, *, model_path, config: TrainConfig = TrainConfig(), overwrite: bool = False,

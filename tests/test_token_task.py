@@ -81,6 +81,23 @@ def test_per_word_dynamics_equal_a_direct_recomputation(recorded):
     np.testing.assert_allclose(dynamics.gold_prob[-1], np.exp(log_probs[rows, gold]), atol=1e-5)
     np.testing.assert_allclose(dynamics.loss[-1], -log_probs[rows, gold], atol=1e-4)
     np.testing.assert_array_equal(dynamics.pred[-1], logits.argmax(1))
+    # the given tag among the entity tags: a softmax over every tag but O, by a loop (NaN for words tagged O)
+    for row in range(0, len(gold), 7):
+        if TAGS[gold[row]] == "O":
+            assert np.isnan(dynamics.typed_gold_prob[-1, row])
+            continue
+        entity = [t for t in range(len(TAGS)) if TAGS[t] != "O"]
+        z = np.exp(logits[row, entity].astype(np.float64) - logits[row, entity].max())
+        assert dynamics.typed_gold_prob[-1, row] == pytest.approx(z[entity.index(gold[row])] / z.sum(), abs=1e-5)
+
+
+def test_type_confidence_scores_entity_words_by_type_and_o_words_by_entity_probability():
+    from t3vis.analysis.datamaps import mislabel_score
+
+    typed = np.array([[0.9, np.nan, 0.2], [0.3, np.nan, 0.6]])
+    gold = np.array([[0.1, 0.8, 0.5], [0.2, 0.7, 0.05]])
+    got = mislabel_score({"typed_gold_prob": typed, "gold_prob": gold}, "type_confidence")
+    np.testing.assert_allclose(got, [1 - 0.3, 1 - 0.7, 1 - 0.6], atol=1e-6)  # the last epoch's
 
 
 def test_in_training_dynamics_cover_the_training_words_only(recorded):
@@ -350,12 +367,13 @@ def test_sentence_export_aggregates_each_sentences_words(recorded, tmp_path):
 
 
 def test_a_token_runs_mislabel_score_is_the_one_measured_best_for_words(recorded, tmp_path):
-    """Words rank by 1 - confidence (bench_ner.py, two seeds), examples keep aum_ensemble: one per task."""
+    """Words rank by type_confidence (bench_ner.py, two seeds), examples keep aum_ensemble: one per task."""
     from t3vis.analysis.datamaps import DEFAULT_SCORE, run_columns, run_data_map
 
     columns = run_columns(recorded["run"])
-    np.testing.assert_array_equal(columns["mislabel_score"], columns["confidence_score"])
-    assert "confidence" in run_data_map(recorded["run"]).attrs["mislabel_score"].split(":")[0]
+    np.testing.assert_array_equal(columns["mislabel_score"], columns["type_confidence_score"])
+    said = run_data_map(recorded["run"]).attrs["mislabel_score"]
+    assert said.startswith("mislabel_score = type_confidence_score:")
     from t3vis.store.synth import synth_run
 
     text_run = synth_run(tmp_path / "synth", 200, checkpoints=2, num_layers=1, num_heads=2).loc.url
@@ -417,3 +435,94 @@ def test_the_trainer_callback_records_a_tagger_per_word(tmp_path):
     history = run.attrs["training"]["epochs"]
     assert [e["train_rows_seen_in_training"] for e in history] == [int((split == "train").sum())] * 2
     assert "validation_entity_f1" in history[-1]
+
+
+# ---------------------------------------------------------------------------------------------------- cross-fitting
+def test_sentence_folds_deal_each_stratum_evenly():
+    from t3vis.training.crossfit import rarest_types, sentence_folds
+
+    rng = np.random.default_rng(0)
+    strata = rng.choice(["", "person", "movie", "tvshow"], 203, p=[0.5, 0.3, 0.15, 0.05])
+    fold = sentence_folds(strata, 4, seed=2)
+    assert np.ptp(np.bincount(fold, minlength=4)) <= 1
+    for stratum in set(strata):
+        assert np.ptp(np.bincount(fold[strata == stratum], minlength=4)) <= 1
+    assert np.array_equal(fold, sentence_folds(strata, 4, seed=2))
+    assert not np.array_equal(fold, sentence_folds(strata, 4, seed=3))
+    # the rarest type among a sentence's words (counted over every sentence), "" without an entity
+    names = ["O", "B-a", "I-a", "B-b", "I-b"]
+    tags = [np.array([1, 2, 2, 0]), np.array([3, 0]), np.array([0, 0]), np.array([1, 3, 4])]
+    assert rarest_types(tags, names) == ["a", "b", "", "b"]  # a: 4 words, b: 3
+
+
+def test_no_word_is_predicted_by_a_model_that_trained_on_its_sentence(tmp_path):
+    from t3vis.data.subwords import align_words
+    from t3vis.training.crossfit import cross_fit_word_probs, sentence_folds
+    from tests.fixtures import tiny_tagger
+
+    data = tagged(30, seed=5)
+    tokenizer = tiny_tokenizer(tmp_path / "tokenizer")
+    sentences, tags = [list(t) for t in data.frame["tokens"]], [list(t) for t in data.frame["tags"]]
+    alignment = align_words(tokenizer, sentences, tags, MAX_LENGTH)
+    sentence_of = {tuple(ids): s for s, ids in enumerate(alignment.input_ids)}
+    assert len(sentence_of) == len(sentences)
+    fold = sentence_folds(["x"] * len(sentences), 3, seed=0)
+    trained, predicted, models = {}, {}, {}
+
+    def spy(k):
+        models[k] = tiny_tagger(0, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        trained[k], predicted[k] = set(), set()
+
+        def record(module, args, kwargs):
+            ids, mask = kwargs["input_ids"], kwargs["attention_mask"].bool()
+            seen = {sentence_of[tuple(row[m].tolist())] for row, m in zip(ids, mask)}
+            (trained if module.training else predicted)[k].update(seen)
+
+        models[k].register_forward_pre_hook(record, with_kwargs=True)
+        return models[k]
+
+    labels = np.concatenate([np.asarray(t) for t in tags])
+    config = TrainConfig(epochs=2, batch_size=8, learning_rate=3e-3, max_length=MAX_LENGTH, seed=0, bf16=False)
+    probs = cross_fit_word_probs(alignment, labels, fold, model_for_fold=spy, tokenizer=tokenizer, config=config)
+    everything = set(range(len(sentences)))
+    for k in range(3):
+        held_out = set(np.flatnonzero(fold == k).tolist())
+        assert trained[k] == everything - held_out and predicted[k] == held_out
+    # each word's probabilities are its own fold's model's at its first sub-token, sentence alone
+    offsets = np.concatenate([[0], np.cumsum([len(s) for s in sentences])])
+    for s in (0, 7, 29):
+        model = models[int(fold[s])].eval()
+        expected = torch.softmax(torch.tensor(direct_word_logits(model, tokenizer, sentences[s]), dtype=torch.float64),
+                                 -1).numpy()
+        np.testing.assert_allclose(probs[offsets[s]:offsets[s + 1]], expected, atol=1e-5)
+    assert probs.shape == (len(labels), len(TAGS)) and np.allclose(probs.sum(1), 1, atol=1e-5)
+
+
+def test_crossfit_on_a_token_run_scores_words_in_folds_of_whole_sentences(tmp_path):
+    from t3vis.analysis.crossfit import run_cross_fit
+    from t3vis.training.crossfit import cross_fit_run
+
+    record_tiny_ner_run(tmp_path / "run", tagged(), max_length=MAX_LENGTH)
+    attrs = cross_fit_run(tmp_path / "run", folds=2, epochs=1)
+    run = Run(str(tmp_path / "run"))
+    stored, sentence = run.crossfit(), run.column("sentence")
+    train = np.asarray(run.categories("split"))[run.column("split")] == "train"
+    assert (stored.fold[~train] == -1).all() and (stored.fold[train] >= 0).all()
+    for s in np.unique(sentence[train]):
+        assert len(set(stored.fold[sentence == s])) == 1  # a sentence is held out whole
+    assert attrs["n_rows"] == int(train.sum()) and attrs["unit"].startswith("word")
+    assert np.allclose(stored.probs[train].sum(1), 1, atol=1e-4) and np.isnan(stored.probs[~train]).all()
+    scores = run_cross_fit(run)
+    assert list(scores.index) == list(np.flatnonzero(train))
+    held_out = stored.probs[scores.index, run.column("label")[scores.index]]
+    np.testing.assert_allclose(scores["crossfit_score"], 1 - held_out, atol=1e-5)  # cleanlab's self-confidence
+
+
+def test_the_ner_demo_fills_the_first_last_and_every_third_checkpoint():
+    from pipelines.build import spread_checkpoints
+
+    names = [f"epoch-{i}" for i in range(7)]
+    assert spread_checkpoints(names) == ["epoch-0", "epoch-3", "epoch-6"]
+    assert spread_checkpoints(names[:6]) == ["epoch-0", "epoch-3", "epoch-5"]  # the last is always there
+    assert spread_checkpoints(names, 2) == ["epoch-0", "epoch-2", "epoch-4", "epoch-6"]
+    assert spread_checkpoints(names[:1]) == ["epoch-0"] and spread_checkpoints([]) == []

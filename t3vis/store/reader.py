@@ -36,10 +36,10 @@ class Dynamics:
     gold_prob: np.ndarray
     pred: np.ndarray
     loss: np.ndarray
-    margin: np.ndarray | None = None
-    #: from the training forward passes (NaN where a row was not trained on that epoch); see schema
+    margin: np.ndarray | None = None  # this and below: optional, see schema.OPTIONAL_DYNAMICS_ARRAYS
     train_gold_prob: np.ndarray | None = None
     train_margin: np.ndarray | None = None
+    typed_gold_prob: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

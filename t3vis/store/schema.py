@@ -7,7 +7,7 @@ A run directory holds a Zarr v3 group ``store.zarr`` and the checkpoint weights 
         examples/<column>              one 1-D array per column, length n (text, label, split, length, ...);
                                        n counts units: examples, or words for token classification (TASK_COLUMNS)
         dynamics/<epoch>/{gold_prob,pred,loss}   one group per recorded epoch, arrays of length n
-                         [margin, train_gold_prob, train_margin]   optional (OPTIONAL_DYNAMICS_ARRAYS)
+                         [margin, train_gold_prob, train_margin, typed_gold_prob]   optional (OPTIONAL_DYNAMICS_ARRAYS)
         checkpoints/<name>/            attrs: step, epoch, weights, complete
           hidden_cls, hidden_mean      [layers + 1, n, hidden] float16 (embeddings output is layer 0)
           logits [n, C], loss, pred, gold_prob, length [n]
@@ -73,7 +73,10 @@ DYNAMICS_ARRAYS = {"gold_prob": np.float32, "pred": np.int16, "loss": np.float32
 #: Recorded when the recorder has full probabilities: gold-label probability minus the largest other one (AUM);
 #: ``train_*``: the same from the training forward passes (before each update), the mean over the epoch's visits,
 #: NaN for rows not trained on that epoch.
-OPTIONAL_DYNAMICS_ARRAYS = {"margin": np.float32, "train_gold_prob": np.float32, "train_margin": np.float32}
+#: ``typed_gold_prob`` (token runs): the given tag's probability among the entity tags only (every tag but ``O``),
+#: NaN for words tagged ``O``: whether the model agrees with a word's *type* once it is an entity.
+OPTIONAL_DYNAMICS_ARRAYS = {"margin": np.float32, "train_gold_prob": np.float32, "train_margin": np.float32,
+                            "typed_gold_prob": np.float32}
 
 #: Optional group of K-fold cross-fitted class probabilities (``t3vis crossfit``); name -> dtype.
 CROSSFIT_GROUP = "crossfit"

@@ -306,7 +306,7 @@ class RunWriter:
     def write_epoch(self, epoch: int, *, gold_prob: np.ndarray, pred: np.ndarray, loss: np.ndarray,
                     step: int | None = None, **optional: np.ndarray | None) -> None:
         """Record one epoch of training dynamics for every example (atomic per epoch); ``optional``: arrays of
-        ``schema.OPTIONAL_DYNAMICS_ARRAYS`` (margin, train_gold_prob, train_margin), None ones left out."""
+        ``schema.OPTIONAL_DYNAMICS_ARRAYS`` (margin, train_gold_prob, ...), None ones left out."""
         n = self.n_examples
         unknown = sorted(set(optional) - set(schema.OPTIONAL_DYNAMICS_ARRAYS))
         if unknown:

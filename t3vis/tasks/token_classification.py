@@ -19,6 +19,8 @@ from .base import Task
 CONTEXT_WORDS = 6
 #: Marks around the word itself in its context (plain characters: the context is rendered as text).
 MARK = ("«", "»")
+#: The tag of words outside every entity (BIO/IOB2).
+OUTSIDE = "O"
 
 
 class TokenClassification(Task):
@@ -36,11 +38,26 @@ class TokenClassification(Task):
     def default_filters(self, label_names: list[str]) -> dict:
         """Entity words only: ``O`` words are most of any corpus and would bury the entities in every view (one
         click on "Clear filters" shows them)."""
-        entities = tuple(name for name in label_names if name != "O")
+        entities = tuple(name for name in label_names if name != OUTSIDE)
         return {"label": entities} if entities and len(entities) < len(label_names) else {}
 
 
 TOKEN_CLASSIFICATION = TokenClassification()
+
+
+def typed_gold_prob(logits: np.ndarray, labels: np.ndarray, outside: int) -> np.ndarray:
+    """Each word's given tag's probability among the entity tags only (softmax over every tag but ``outside``):
+    whether the model agrees with the word's *type*, however sure it is that the word is an entity at all. NaN for
+    words tagged ``outside`` and for words without logits (cut off). Float64 softmax, float32 out."""
+    logits = np.asarray(logits, np.float64)
+    labels = np.asarray(labels, np.int64)
+    entity = np.delete(logits, outside, axis=1)
+    shifted = entity - entity.max(axis=1, keepdims=True)
+    probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+    column = np.clip(labels - (labels > outside), 0, entity.shape[1] - 1)  # the tag's column once O is removed
+    out = probs[np.arange(len(labels)), column]
+    out[labels == outside] = np.nan
+    return out.astype(np.float32)
 
 
 def word_contexts(sentences: Sequence[Sequence[str]], width: int = CONTEXT_WORDS) -> list[str]:

@@ -28,9 +28,11 @@ import torch
 from ..errors import ModelError, RunExistsError, TrainingError
 from .config import ROWS
 from .demo import Progress, TrainConfig, fine_tune, quiet, saved_label_names
-from ..models.inference import fast_bf16, model_device, pad_token_id, predict_logits, tokenize
-from ..tasks import unit_outputs
+from ..models.inference import fast_bf16, model_device, pad_token_id, predict_logits, tokenize, unit_offsets
+from ..tasks import get_task, unit_outputs
+from ..tasks.token_classification import sentence_spans
 from .recorder import parameters_finite
+from .words import padded_labels
 
 
 # ------------------------------------------------------------------------------------------------ folds
@@ -58,6 +60,35 @@ def stratified_folds(labels: np.ndarray, folds: int, seed: int = 0,
     return fold
 
 
+def sentence_folds(strata: Sequence, folds: int, seed: int = 0) -> np.ndarray:
+    """The fold of each sentence of a token run, given each one's stratum (its rarest entity type, "" for none).
+
+    Strata one after the other, each in a seeded random order, are dealt round-robin: folds differ in size by at
+    most one sentence and every stratum is spread over them as evenly as its size allows (a type with fewer
+    sentences than folds simply misses some folds; words, not sentences, carry the labels).
+    """
+    if int(folds) < 2:
+        raise TrainingError(f"folds={folds!r}: expected at least 2 (K models, each trained on K-1 folds)")
+    if len(strata) < folds:
+        raise TrainingError(f"only {len(strata)} sentence(s) to cross-fit; folds={folds} needs at least {folds}")
+    codes = np.unique(np.asarray(strata, dtype=object).astype(str), return_inverse=True)[1]
+    rng = np.random.default_rng(seed)
+    order = np.concatenate([rng.permutation(np.flatnonzero(codes == c)) for c in range(int(codes.max()) + 1)])
+    fold = np.empty(len(codes), np.int16)
+    fold[order] = np.arange(len(order)) % int(folds)
+    return fold
+
+
+def rarest_types(tags: Sequence[np.ndarray], label_names: Sequence[str]) -> list[str]:
+    """Each sentence's rarest entity type among ``tags`` (its words' tag ids; types counted over all the
+    sentences' words, BIO prefixes dropped), "" for a sentence without one: what ``sentence_folds`` stratifies."""
+    types = np.array([name.split("-", 1)[-1] if name != "O" else "" for name in label_names], dtype=object)
+    words = types[np.concatenate(tags)] if len(tags) else np.array([], object)
+    kinds, counts = np.unique(words[words != ""].astype(str), return_counts=True)
+    total = dict(zip(kinds, counts))
+    return [min((t for t in set(types[np.asarray(s)]) if t), key=lambda t: (total[t], t), default="") for s in tags]
+
+
 # ------------------------------------------------------------------------------------------------ the K trainings
 class _FoldData:
     """What ``fine_tune`` reads from its recorder, for one fold: the rows (held-out ones marked ``validation``, so
@@ -67,6 +98,9 @@ class _FoldData:
         self.token_ids, self.labels, self.tokenizer, self.bf16, self.path = token_ids, labels, tokenizer, bf16, name
         self.split = np.where(held_out, "validation", "train")
         self.held_out = np.flatnonzero(held_out)
+        #: the output rows the held-out inputs give (here the inputs themselves), and which of them the model reads
+        self.units = self.held_out
+        self.readable = np.ones(len(self.units), bool)
         self.history: list[dict] = []
         self.logits: np.ndarray | None = None
 
@@ -83,17 +117,43 @@ class _FoldData:
             raise TrainingError(f"{self.path}: step {step}: the training loss or weights are NaN/inf (training "
                                 "diverged); nothing was written. Try a lower --learning-rate.")
 
+    def predict(self, model: torch.nn.Module, on_batch=None) -> np.ndarray:
+        """Logits ``[len(units), C]`` of the held-out inputs."""
+        return predict_logits(model, [self.token_ids[r] for r in self.held_out], pad_id=pad_token_id(self.tokenizer),
+                              padding_side=getattr(self.tokenizer, "padding_side", "right"), bf16=self.bf16,
+                              on_batch=on_batch, positions=self.positions())
+
+    def positions(self):
+        return None
+
     def on_epoch_end(self, model: torch.nn.Module, *, epoch: int, step: int, on_batch=None) -> dict:
-        logits = predict_logits(model, [self.token_ids[r] for r in self.held_out], pad_id=pad_token_id(self.tokenizer),
-                                padding_side=getattr(self.tokenizer, "padding_side", "right"), bf16=self.bf16,
-                                on_batch=on_batch)
-        if not np.isfinite(logits).all():
+        logits = self.predict(model, on_batch)
+        if not np.isfinite(logits[self.readable]).all():
             raise TrainingError(f"{self.path}: epoch {epoch}: the model's outputs are NaN/inf; nothing was written")
         self.logits = logits
-        metrics = {"epoch": epoch, "step": step,
-                   "validation_accuracy": float((logits.argmax(1) == self.labels[self.held_out]).mean())}
+        read = self.readable
+        metrics = {"epoch": epoch, "step": step, "validation_accuracy":
+                   float((logits[read].argmax(1) == self.labels[self.units][read]).mean()) if read.any() else 0.0}
         self.history.append(metrics)
         return metrics
+
+
+class _TaggedFoldData(_FoldData):
+    """A token run's fold: the inputs are sentences, trained on their sub-token tags (``align_words``), and the
+    output rows are the held-out sentences' words, read at their first sub-tokens (NaN for a word cut off)."""
+
+    def __init__(self, alignment, word_labels: np.ndarray, held_out: np.ndarray, tokenizer, bf16: bool, name: str):
+        super().__init__(alignment.input_ids, word_labels, held_out, tokenizer, bf16, name)
+        self.alignment = alignment
+        offsets = unit_offsets(alignment.first_token)
+        self.units = np.concatenate([np.arange(offsets[r], offsets[r + 1]) for r in self.held_out]).astype(np.int64)
+        self.readable = np.concatenate([np.asarray(alignment.first_token[r]) >= 0 for r in self.held_out])
+
+    def batch_labels(self, rows: np.ndarray) -> torch.Tensor:
+        return padded_labels([self.alignment.labels[r] for r in rows], self.tokenizer)
+
+    def positions(self):
+        return [self.alignment.first_token[r] for r in self.held_out]
 
 
 def _held_out_words(stage: str) -> str:
@@ -110,20 +170,42 @@ def cross_fit_probs(token_ids: Sequence[Sequence[int]], labels: np.ndarray, fold
     ``model_for_fold(k)`` returns a fresh model to fine-tune for fold k (the same starting state for every k).
     """
     labels, fold = np.asarray(labels, np.int64), np.asarray(fold)
-    folds = int(fold.max()) + 1
+    return _cross_fit(lambda k, bf16: _FoldData(token_ids, labels, fold == k, tokenizer, bf16,
+                                                f"{name} fold {k + 1}/{int(fold.max()) + 1}"),
+                      int(fold.max()) + 1, len(labels), model_for_fold, config, progress)
+
+
+def cross_fit_word_probs(alignment, word_labels: np.ndarray, sentence_fold: np.ndarray, *,
+                         model_for_fold: Callable[[int], torch.nn.Module], tokenizer, config: TrainConfig,
+                         progress: Progress = quiet, name: str = "crossfit") -> np.ndarray:
+    """Tag probabilities ``[words, C]`` of a token classifier: each sentence's words from the model of its fold
+    ``sentence_fold[s]``, fine-tuned on the other folds' sentences (``alignment``: ``align_words`` of them, with
+    tags); NaN for a word the truncation cut off."""
+    word_labels, sentence_fold = np.asarray(word_labels, np.int64), np.asarray(sentence_fold)
+    folds = int(sentence_fold.max()) + 1
+    return _cross_fit(lambda k, bf16: _TaggedFoldData(alignment, word_labels, sentence_fold == k, tokenizer, bf16,
+                                                      f"{name} fold {k + 1}/{folds}"),
+                      folds, len(word_labels), model_for_fold, config, progress)
+
+
+def _cross_fit(fold_data: Callable[[int, bool], _FoldData], folds: int, n: int,
+               model_for_fold: Callable[[int], torch.nn.Module], config: TrainConfig, progress: Progress
+               ) -> np.ndarray:
+    """The K trainings: fold k's model is fine-tuned on ``fold_data(k, bf16)``'s training inputs and predicts its
+    held-out units, which fill their rows of the ``[n, C]`` probabilities."""
     probs: np.ndarray | None = None
     for k in range(folds):
         progress(f"fold {k + 1}/{folds}: starting", k / folds)
         model = model_for_fold(k)
         bf16 = fast_bf16(model_device(model)) if config.bf16 is None else bool(config.bf16)
-        data = _FoldData(token_ids, labels, fold == k, tokenizer, bf16, f"{name} fold {k + 1}/{folds}")
+        data = fold_data(k, bf16)
         torch.manual_seed(config.seed)  # dropout: the same draws for a seed, whatever ran before
         fine_tune(model, data, config, progress=lambda stage, f, k=k: progress(
             f"fold {k + 1}/{folds}: {_held_out_words(stage)}", (k + min(f, 1.0)) / folds))
         fold_probs = unit_outputs(data.logits, None)["probs"]
         if probs is None:
-            probs = np.full((len(labels), fold_probs.shape[1]), np.nan, np.float32)
-        probs[data.held_out] = fold_probs
+            probs = np.full((n, fold_probs.shape[1]), np.nan, np.float32)
+        probs[data.units] = fold_probs
         del model
     progress("cross-fit done", 1.0)
     return probs
@@ -162,15 +244,16 @@ def selected_rows(run, rows: str = "train") -> np.ndarray:
 def _starting_model(run, model_path, config: TrainConfig):
     """``(model, tokenizer)``: ``model_path`` with a fresh head seeded by ``config.seed``, else the run's
     ``epoch-0`` checkpoint (the state the run's own fine-tuning started from)."""
-    from ..models import load_checkpoint, load_model
+    from ..models import load_checkpoint
 
     if model_path is not None:
-        saved = saved_label_names(model_path)
+        task = get_task(run.task)
+        saved = saved_label_names(model_path, task.head)
         if saved is not None and list(saved) != run.label_names:
             raise ModelError(f"{model_path}: a classifier for {saved}, but the run's labels are {run.label_names}; "
                              "expected a base model or a classifier with the run's labels in the same order")
         torch.manual_seed(config.seed)
-        return load_model(model_path, label_names=run.label_names, attn_implementation="sdpa")
+        return task.load_model(model_path, label_names=run.label_names, attn_implementation="sdpa")
     weights = run.checkpoint("epoch-0").weights_path if "epoch-0" in run.checkpoints else None
     if weights is None:
         raise ModelError(f"{run.loc.url}: no checkpoint 'epoch-0' with weights to start each fold from; pass "
@@ -213,23 +296,47 @@ def cross_fit_run(path, *, folds: int = 5, seed: int = 0, rows: str = "train", m
     config = _config_for(run, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                          bf16=bf16)
     selected = selected_rows(run, rows)
-    labels = run.column("label", selected).astype(np.int64)
-    fold = stratified_folds(labels, folds, seed, run.label_names)
+    tagging = run.task == "token_classification"
+    if tagging:  # folds of whole sentences (a split holds whole sentences, so these are the selected words)
+        spans = sentence_spans(run.column("sentence"), selected)
+        selected = np.concatenate(spans) if spans else selected[:0]
+        labels = run.column("label", selected).astype(np.int64)
+        tags = np.split(labels, np.cumsum([len(s) for s in spans])[:-1])
+        sentence_fold = sentence_folds(rarest_types(tags, run.label_names), folds, seed)
+        fold = np.repeat(sentence_fold, [len(s) for s in spans]).astype(np.int16)
+    else:
+        labels = run.column("label", selected).astype(np.int64)
+        fold = stratified_folds(labels, folds, seed, run.label_names)
     (echo or (lambda message: None))(f"cross-fit: {cost_note(run, len(selected), folds, config.epochs)}")
     progress = progress or quiet
     progress("loading model", 0.0)
     base, tokenizer = _starting_model(run, model_path, config)
-    token_ids = tokenize(tokenizer, run.column("text", selected).tolist(), config.max_length)
     started = time.perf_counter()
-    probs = cross_fit_probs(token_ids, labels, fold, model_for_fold=lambda k: copy.deepcopy(base),
-                            tokenizer=tokenizer, config=config, progress=progress, name=run.loc.url)
+    fresh = lambda k: copy.deepcopy(base)  # noqa: E731
+    if tagging:
+        from ..data.subwords import align_words
+
+        words = [str(w) for w in run.column("text", selected)]
+        bounds = np.cumsum([0, *[len(s) for s in spans]])
+        sentences = [words[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        alignment = align_words(tokenizer, sentences, [list(t) for t in tags], config.max_length)
+        probs = cross_fit_word_probs(alignment, labels, sentence_fold, model_for_fold=fresh, tokenizer=tokenizer,
+                                     config=config, progress=progress, name=run.loc.url)
+        fold = np.where(np.isfinite(probs).all(1), fold, -1).astype(np.int16)  # a word cut off has no prediction
+    else:
+        token_ids = tokenize(tokenizer, run.column("text", selected).tolist(), config.max_length)
+        probs = cross_fit_probs(token_ids, labels, fold, model_for_fold=fresh, tokenizer=tokenizer, config=config,
+                                progress=progress, name=run.loc.url)
+    read = fold >= 0
     all_probs = np.full((run.n_examples, len(run.label_names)), np.nan, np.float32)
     all_fold = np.full(run.n_examples, -1, np.int16)
     all_probs[selected], all_fold[selected] = probs, fold
-    attrs = {"folds": int(folds), "seed": int(seed), "rows": rows, "n_rows": int(len(selected)),
+    attrs = {"folds": int(folds), "seed": int(seed), "rows": rows, "n_rows": int(read.sum()),
              "model": str(model_path) if model_path is not None else "checkpoint epoch-0",
              "config": asdict(config), "seconds": round(time.perf_counter() - started, 1),
-             "held_out_accuracy": float((probs.argmax(1) == labels).mean()),
+             "held_out_accuracy": float((probs[read].argmax(1) == labels[read]).mean()),
              "scoring": "t3vis.analysis.crossfit: cleanlab self_confidence label quality, find_label_issues"}
+    if tagging:
+        attrs["unit"] = "word: folds of whole sentences, stratified by each sentence's rarest entity type"
     RunWriter(run.loc).write_crossfit(all_probs, all_fold, attrs)
     return attrs

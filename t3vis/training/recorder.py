@@ -346,7 +346,7 @@ class DynamicsRecorder:
         logits = self.measure(model, on_batch)
         if not np.isfinite(logits[self.measured]).all():
             self.fail(f"epoch {epoch}: the model's outputs are NaN/inf (training diverged)")
-        dynamics = dynamics_from_logits(logits, self.labels, self.task)
+        dynamics = {**dynamics_from_logits(logits, self.labels, self.task), **self.epoch_extras(logits)}
         dynamics["pred"][~self.measured] = -1  # NaN logits: no prediction, not class 0
         passes, self._passes = self._passes, TrainingPasses(len(self.labels))
         seen = int((passes.count[(self.split == "train") & self.measured] > 0).sum())
@@ -358,6 +358,10 @@ class DynamicsRecorder:
         self.history.append(metrics)
         self.writer.update_attrs(training=self._training_attrs("running"))
         return metrics
+
+    def epoch_extras(self, logits: np.ndarray) -> dict[str, np.ndarray]:
+        """Arrays beyond the task's that an epoch's measurement records (``schema.OPTIONAL_DYNAMICS_ARRAYS``)."""
+        return {}
 
     def check_finite(self, model: torch.nn.Module, *, step: int, loss: float | None = None) -> None:
         """Stop (``TrainingError``) as soon as the loss or the weights are NaN/inf; checkpoints so far are kept."""
@@ -390,9 +394,7 @@ class DynamicsRecorder:
             self.checkpoints.append(name)
 
     def _training_attrs(self, status: str, error: str | None = None) -> dict[str, Any]:
-        attrs = {"status": status, "measurement": MEASUREMENT, "max_length": self.max_length,
-                 "bf16_measurement": bool(self.bf16), "epochs": list(self.history), **self.training_args}
-        if error:
-            attrs["error"] = error
-        return attrs
+        return {"status": status, "measurement": MEASUREMENT, "max_length": self.max_length,
+                "bf16_measurement": bool(self.bf16), "epochs": list(self.history), **self.training_args,
+                **({"error": error} if error else {})}
 

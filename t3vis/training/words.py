@@ -24,7 +24,7 @@ import torch
 
 from ..errors import DatasetError, TrainingError
 from ..models.inference import pad_token_id, predict_logits, token_logits, unit_offsets
-from ..tasks.token_classification import unit_frame
+from ..tasks.token_classification import OUTSIDE, typed_gold_prob, unit_frame
 from .recorder import DynamicsRecorder, dynamics_from_logits, epoch_metrics
 
 #: The label a loss ignores (PyTorch's cross-entropy default): every sub-token but a word's first.
@@ -40,6 +40,18 @@ def entity_scores(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) 
     out = {"entity_precision": float(micro.get("precision", 0.0)), "entity_recall": float(micro.get("recall", 0.0)),
            "entity_f1": float(micro.get("f1-score", 0.0))}
     out.update({f"f1/{kind}": float(row["f1-score"]) for kind, row in report.items() if not kind.endswith(" avg")})
+    return out
+
+
+def padded_labels(labels: Sequence[Sequence[int]], tokenizer) -> torch.Tensor:
+    """Sentences' sub-token labels as one ``[sentences, longest]`` tensor, padded on the tokenizer's padding side
+    with ``IGNORE_INDEX`` (as their inputs are padded)."""
+    width = max(map(len, labels))
+    out = torch.full((len(labels), width), IGNORE_INDEX, dtype=torch.long)
+    left = getattr(tokenizer, "padding_side", "right") == "left"
+    for i, row in enumerate(labels):
+        span = slice(width - len(row), width) if left else slice(0, len(row))
+        out[i, span] = torch.as_tensor(row, dtype=torch.long)
     return out
 
 
@@ -93,14 +105,7 @@ class WordDynamicsRecorder(DynamicsRecorder):
 
     def batch_labels(self, rows: np.ndarray) -> torch.Tensor:
         """Sub-token labels of the sentences ``rows``, padded like their inputs (``IGNORE_INDEX`` on padding)."""
-        labels = [self.alignment.labels[r] for r in rows]
-        width = max(map(len, labels))
-        out = torch.full((len(labels), width), IGNORE_INDEX, dtype=torch.long)
-        left = getattr(self.tokenizer, "padding_side", "right") == "left"
-        for i, row in enumerate(labels):
-            span = slice(width - len(row), width) if left else slice(0, len(row))
-            out[i, span] = torch.as_tensor(row, dtype=torch.long)
-        return out
+        return padded_labels([self.alignment.labels[r] for r in rows], self.tokenizer)
 
     def record_batch(self, rows: Sequence[int], logits) -> None:
         """A training forward pass: ``logits [len(rows), tokens, tags]`` of sentence ``rows`` (right-padded as
@@ -125,6 +130,12 @@ class WordDynamicsRecorder(DynamicsRecorder):
                               padding_side=getattr(self.tokenizer, "padding_side", "right"),
                               batch_size=self.batch_size, bf16=bool(self.bf16), on_batch=on_batch,
                               positions=self.first_token)
+
+    def epoch_extras(self, logits: np.ndarray) -> dict[str, np.ndarray]:
+        """``typed_gold_prob``: each word's given tag among the entity tags (a corpus with an ``O`` tag)."""
+        if OUTSIDE not in self.label_names:
+            return {}
+        return {"typed_gold_prob": typed_gold_prob(logits, self.labels, self.label_names.index(OUTSIDE))}
 
     def metrics(self, dynamics: Mapping[str, np.ndarray]) -> dict[str, float]:
         """Word accuracy and mean loss per split (over measured words), and entity-level scores per split."""
