@@ -12,15 +12,15 @@ from t3vis.training.demo import Progress, TrainConfig, quiet, train_demo, train_
 
 #: Share of the whole job's time spent in the pipelines after training (weights the progress fraction).
 PIPELINE_SHARE = 0.3
-#: Pipeline steps, in order, with the fraction of the pipeline time each one ends at.
-PIPELINE_STEPS = {"extract": 0.55, "importance": 0.75, "project": 0.95, "neighbours": 1.0}
+#: Pipeline steps with their usual share of the pipelines' time (after extraction the others run at once).
+PIPELINE_STEPS = {"extract": 0.55, "importance": 0.2, "project": 0.2, "neighbours": 0.05}
 
 
-def step_fraction(step: str, done: int, total: int) -> float:
-    """How far the pipelines are (0..1) when ``done`` of ``step``'s ``total`` tasks have finished."""
-    names = list(PIPELINE_STEPS)
-    start = PIPELINE_STEPS[names[names.index(step) - 1]] if names.index(step) else 0.0
-    return start + (PIPELINE_STEPS[step] - start) * done / max(total, 1)
+def pipeline_fraction(finished: dict[str, float]) -> float:
+    """How far the pipelines are (0..1) from each step's finished share of its tasks (``finished[step]``, 0..1):
+    the steps weighted by ``PIPELINE_STEPS``. Never goes back while each share only grows, however the steps
+    that run at once interleave their reports."""
+    return sum(PIPELINE_STEPS[step] * min(max(share, 0.0), 1.0) for step, share in finished.items())
 
 
 #: The NER demo's pipelines: its runs have ~46k word points per checkpoint, where one UMAP layout or exact kNN graph
@@ -51,15 +51,25 @@ def run_pipelines(path, progress: Progress = quiet, **options) -> dict:
     """Extract, importance, project and neighbours for every checkpoint (``options``: ``run_steps``'s, e.g.
     ``checkpoints``) on a LocalCluster without a dashboard, reporting each finished task (so a long projection step
     moves the bar and its ETA)."""
+    import threading
+
     from .run import run_pipeline
+
+    finished: dict[str, float] = {}
+    lock = threading.Lock()  # steps after extraction report from their own threads
+
+    def report(step: str, share: float, message: str) -> None:
+        with lock:
+            finished[step] = max(finished.get(step, 0.0), share)
+            progress(f"pipeline {message}", pipeline_fraction(finished))
 
     def echo(message: str) -> None:
         step = message.split(":", 1)[0].strip()
         if step in PIPELINE_STEPS:
-            progress(f"pipeline {message}", PIPELINE_STEPS[step])
+            report(step, 1.0, message)
 
     def task_done(step: str, done: int, total: int) -> None:
-        progress(f"pipeline {step}: {done}/{total} tasks", step_fraction(step, done, total))
+        report(step, done / max(total, 1), f"{step}: {done}/{total} tasks")
 
     progress("pipeline: extracting hidden states", 0.0)
     return run_pipeline(str(path), progress=task_done, echo=echo, dashboard=False, **options)

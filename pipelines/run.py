@@ -1,14 +1,16 @@
-"""``run_pipeline``: every step, in order, on one cluster (a LocalCluster or an existing scheduler).
+"""``run_pipeline``: every step on one cluster (a LocalCluster or an existing scheduler).
 
 Extraction comes first (projections and neighbour graphs read its hidden states); importance, projection and the
-neighbour graphs follow. Each step skips
-what is already done, so the same call resumes a killed run and is a no-op on a finished one.
+neighbour graphs then run at once, so the workers a projection chain leaves idle (its layouts follow one another,
+each warm-started from the last) build neighbour graphs meanwhile. Each step skips what is already done, so the same
+call resumes a killed run and is a no-op on a finished one.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 from t3vis.store import schema
@@ -34,14 +36,20 @@ def run_steps(client, url: str, steps=STEPS, *, checkpoints: list[str] | None = 
     check_workers_see(client, url, schema.ROOT_METADATA)
     runners = {"extract": (run_extract, extract), "importance": (run_importance, importance),
                "project": (run_project, project), "neighbours": (run_neighbours, neighbours)}
-    summary = {}
     started = time.perf_counter()
-    for step in STEPS:
-        if step not in steps:
-            continue
+
+    def run(step: str) -> dict:
         func, options = runners[step]
-        summary[step] = func(client, url, checkpoints=checkpoints, progress=progress, **(options or {}))
-        echo(f"{step}: {_describe(summary[step])}")
+        done = func(client, url, checkpoints=checkpoints, progress=progress, **(options or {}))
+        echo(f"{step}: {_describe(done)}")
+        return done
+
+    summary = {"extract": run("extract")} if "extract" in steps else {}
+    after = [step for step in STEPS[1:] if step in steps]
+    with ThreadPoolExecutor(max(1, len(after)), thread_name_prefix="t3vis-step") as pool:
+        running = {step: pool.submit(run, step) for step in after}  # each waits on its own tasks
+    for step, future in running.items():  # all have ended; the first failure (in step order) is raised
+        summary[step] = future.result()
     summary["seconds"] = time.perf_counter() - started
     return summary
 

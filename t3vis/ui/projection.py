@@ -383,7 +383,9 @@ class ScatterPlot:
 
     def _front_rows(self) -> pd.DataFrame:
         state = self.state
-        return self._subset(self._points(None if state.mask is None else state.rows()))
+        if self.spec.kind == "sentence_map":  # the table's rows: the mask's sentences (cached per mask)
+            return self._subset(state.unit_rows())
+        return self.frame if state.mask is None else self._subset(state.rows())
 
     def _back_rows(self) -> pd.DataFrame:
         if not self.state.has_selection:
