@@ -74,8 +74,10 @@ def sentence_frame(run) -> pd.DataFrame:
     train_entities = words.loc[(words["split"] == "train") & words["entity"], MISLABEL_COLUMN]
     threshold = train_entities.quantile(1 - SUSPECT_SHARE) if len(train_entities) else np.inf
     words["suspect"] = words["entity"] & (words[MISLABEL_COLUMN] >= threshold)
+    # the sentence level from the scores just read (groups in row order = sentences sorted): one weakest word each
+    sentences, level = sentence_level(run, {k: words[k].to_numpy() for k in ("confidence", MISLABEL_COLUMN)})
     grouped = words.groupby("sentence", sort=True)
-    least = words.loc[grouped["confidence"].idxmin()].set_index("sentence")
+    least = words.loc[sentences.weakest].set_index("sentence")
     out = pd.DataFrame({
         "split": grouped["split"].first(),
         "text": grouped["text"].agg(lambda w: " ".join(map(str, w))),
@@ -88,9 +90,7 @@ def sentence_frame(run) -> pd.DataFrame:
     })
     if "flipped" in words:
         out["flipped_words"] = grouped["flipped"].sum()
-    # the sentence data map, as the explorer's sentence unit shows it (groups in row order = sentences sorted)
-    sentences, level = sentence_level(run)
-    first = sentences.starts[:-1]
+    first = sentences.starts[:-1]  # the sentence data map, as the explorer's sentence unit shows it
     for col in ("sentence_confidence", "sentence_variability", "sentence_correctness", "sentence_wrong_tags"):
         out[col] = level[col][first]
     out = out.reset_index()

@@ -301,9 +301,11 @@ def cross_fit_run(path, *, folds: int = 5, seed: int = 0, rows: str = "train", m
         spans = sentence_spans(run.column("sentence"), selected)
         selected = np.concatenate(spans) if spans else selected[:0]
         labels = run.column("label", selected).astype(np.int64)
-        tags = np.split(labels, np.cumsum([len(s) for s in spans])[:-1])
+        sizes = [len(s) for s in spans]
+        bounds = list(zip(np.cumsum([0, *sizes])[:-1], np.cumsum(sizes)))  # each sentence's words in ``selected``
+        tags = [labels[a:b] for a, b in bounds]
         sentence_fold = sentence_folds(rarest_types(tags, run.label_names), folds, seed)
-        fold = np.repeat(sentence_fold, [len(s) for s in spans]).astype(np.int16)
+        fold = np.repeat(sentence_fold, sizes).astype(np.int16)
     else:
         labels = run.column("label", selected).astype(np.int64)
         fold = stratified_folds(labels, folds, seed, run.label_names)
@@ -317,8 +319,7 @@ def cross_fit_run(path, *, folds: int = 5, seed: int = 0, rows: str = "train", m
         from ..data.subwords import align_words
 
         words = [str(w) for w in run.column("text", selected)]
-        bounds = np.cumsum([0, *[len(s) for s in spans]])
-        sentences = [words[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        sentences = [words[a:b] for a, b in bounds]
         alignment = align_words(tokenizer, sentences, [list(t) for t in tags], config.max_length)
         probs = cross_fit_word_probs(alignment, labels, sentence_fold, model_for_fold=fresh, tokenizer=tokenizer,
                                      config=config, progress=progress, name=run.loc.url)

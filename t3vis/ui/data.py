@@ -120,8 +120,9 @@ class RunData:
         self._ranges: dict[tuple, tuple[float, float]] = {}
         self._text = run.rows("text", TEXT_CACHE_BYTES)
         #: other string columns (a word's ``context``): shown in the table, read per page like ``text``
-        self.text_columns = tuple(c for c in run.columns if c != "text" and run.column_attrs(c).get("kind") == "string")
-        self._strings = {c: run.rows(c, TEXT_CACHE_BYTES // 4) for c in self.text_columns}
+        self._strings = {c: run.rows(c, TEXT_CACHE_BYTES // 4) for c in run.columns
+                         if c != "text" and run.column_attrs(c).get("kind") == "string"}
+        self.text_columns = tuple(self._strings)
         self.checkpoints = tuple(run.checkpoints)
         # what each checkpoint holds, read once (opening checkpoint groups costs milliseconds each time)
         self._arrays = {c: frozenset(run.checkpoint(c).arrays) for c in self.checkpoints}
@@ -232,7 +233,7 @@ class RunData:
     def _load_sentences(self) -> None:
         """A token run's sentences and their per-word columns (``analysis.sentences``), once per run per process."""
         words = {k: self.values(k) for k in ("confidence", MISLABEL_COLUMN)} if self.has_dynamics else None
-        sentences, columns = sentence_level(self.run, words if self.has_dynamics else None)
+        sentences, columns = sentence_level(self.run, words)
         if columns is None:
             columns = {"sentence_words": sentences.per_word(sentences.sizes.astype(np.int32))}
         for key, values in columns.items():
