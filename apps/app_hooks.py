@@ -9,6 +9,10 @@ HoloViews' class-wide stream-callback table (the page's own cleanup never reache
 the page model's list of children is already empty), the ``busy`` reference each ``Page`` keeps on the global
 ``pn.state``, and ``pn.state``'s per-document tables, whose values refer back to their (weak) key.
 
+With ``--num-procs N`` Bokeh forks N server processes that run ``on_server_loaded`` each; the parent only waits
+for them, and nothing told them when it was killed (they kept serving). Each now asks the kernel for a SIGTERM when
+its parent dies (``t3vis.processes.die_with_parent``).
+
 ``on_server_unloaded`` runs when the server stops (SIGTERM, Ctrl-C). Tearing down a heap of this size took the
 interpreter 2-6 s, mostly in the final garbage collections; freezing the heap first skips them. A watchdog then
 ends the process if anything (a non-daemon thread, a hung C call) still holds it up, printing every thread's stack.
@@ -27,6 +31,12 @@ EXIT_DEADLINE = 3.0
 
 def on_server_loaded(server_context):
     from bokeh.document import Document
+    from tornado.process import task_id
+
+    if task_id() is not None:  # a process forked by --num-procs: end with the server that forked it
+        from t3vis.processes import die_with_parent
+
+        die_with_parent()
 
     from t3vis.ui.explorer import Explorer
     from t3vis.ui.runs import app_runs_dir, default_run

@@ -49,14 +49,14 @@ def report_scores(run) -> dict:
     columns, flipped, n = entity_word_scores(run)
     print(f"\nmislabel detection: {n:,} entity words in the training split, {int(flipped.sum())} of them in flipped "
           "mentions")
-    print(f"{'score':<22}" + "".join(f"{label:>9}" for _, label in METRICS))
+    print(f"{'score':<26}" + "".join(f"{label:>9}" for _, label in METRICS))
     out = {}
     chosen = default_score(run.dynamics_arrays(), preference_for(run)).name  # what the run's mislabel_score is
     for name, values in columns.items():
         row = metrics(values, flipped)
         out[name] = row
         mark = " (default)" if name == chosen else ""
-        print(f"{name + mark:<22}" + "".join(f"{row[key]:9.3f}" for key, _ in METRICS))
+        print(f"{name + mark:<26}" + "".join(f"{row[key]:9.3f}" for key, _ in METRICS))
     default = out.get(chosen, {}).get("recall@0.1")
     if default is not None:
         verdict = "met" if default >= RECALL_TARGET else "MISSED"

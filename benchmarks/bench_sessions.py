@@ -309,7 +309,7 @@ def serving(runs: Path, serve_args: list[str]):
     try:
         yield f"http://127.0.0.1:{port}/apps", process
     finally:
-        workers = process.children(recursive=True)  # --num-procs forks: they outlive a SIGTERM to their parent
+        workers = process.children(recursive=True)  # --num-procs forks (they end with it; this is a backstop)
         server.terminate()
         server.wait(30)
         for worker in workers:

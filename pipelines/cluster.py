@@ -10,7 +10,6 @@ import ctypes
 import functools
 import logging
 import os
-import signal
 import sys
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
@@ -22,8 +21,6 @@ if TYPE_CHECKING:
 
 #: Seconds to wait for a scheduler to answer (and for at least one worker to join it).
 DEFAULT_TIMEOUT = 20.0
-#: prctl(2) option: the signal this process gets when its parent dies.
-PR_SET_PDEATHSIG = 1
 
 
 def machine_workers() -> int:
@@ -50,7 +47,8 @@ def dask_client(scheduler: str | None = None, *, scheduler_file: str | None = No
     if scheduler or scheduler_file:
         client = _connect(scheduler, scheduler_file, timeout)
     else:
-        lifeline = {"preload": [f"from pipelines.cluster import die_with_parent; die_with_parent({os.getpid()})"]}
+        lifeline = {"preload": [f"import signal; from t3vis.processes import die_with_parent; "
+                                f"die_with_parent({os.getpid()}, signal.SIGKILL)"]}
         cluster = LocalCluster(n_workers=n_workers or machine_workers(), threads_per_worker=threads_per_worker,
                                processes=processes, dashboard_address=":0",
                                silence_logs=logging.ERROR, **(lifeline if processes else {}))
@@ -63,20 +61,6 @@ def dask_client(scheduler: str | None = None, *, scheduler_file: str | None = No
         client.close()
         if cluster is not None:
             cluster.close()
-
-
-def die_with_parent(driver_pid: int) -> None:
-    """In a LocalCluster worker: be killed by the kernel when the driver dies, SIGKILL included.
-
-    Dask's own lifeline (a pipe the worker watches from a thread) needs that thread to get the GIL; the parent-death
-    signal does not. A driver already gone by now (killed while this worker was starting) means exit at once.
-    """
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux/glibc: Dask's pipe lifeline remains
-        return
-    if os.getppid() != driver_pid:
-        os._exit(1)
 
 
 def _connect(scheduler: str | None, scheduler_file: str | None, timeout: float):

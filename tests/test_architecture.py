@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: Lowest first. A module may import from its own floor and the floors below it.
 FLOORS = [
-    ["t3vis.errors", "t3vis.paths", "t3vis.argtypes", "t3vis.version", "t3vis.lazy"],
+    ["t3vis.errors", "t3vis.paths", "t3vis.argtypes", "t3vis.version", "t3vis.lazy", "t3vis.processes"],
     ["t3vis.store", "t3vis.data"],
     ["t3vis.models"],
     ["t3vis.tasks"],

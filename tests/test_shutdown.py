@@ -1,5 +1,5 @@
 """Nothing outlives its owner: a LocalCluster's workers die with a SIGKILLed driver; ``panel serve apps/`` exits
-within 5 s of SIGTERM. Real processes throughout: the pipelines' cluster helper in a driver subprocess, and the
+within 5 s of SIGTERM, and so do the servers ``--num-procs`` forks. Real processes throughout: the pipelines' cluster helper in a driver subprocess, and the
 plain ``panel serve`` command the README documents."""
 
 import subprocess
@@ -90,3 +90,37 @@ def test_plain_panel_serve_stops_within_5s_of_sigterm(tmp_path):
     finally:
         seconds = stop(proc)
     assert proc.returncode == 0 and seconds < 5, f"exit {proc.returncode} after {seconds:.1f} s"
+
+
+@pytest.mark.slow
+def test_num_procs_servers_end_with_their_parent(tmp_path):
+    """``panel serve apps/ --num-procs 2`` forks two servers; a SIGTERM to the parent ends them too (they kept
+    serving before: nothing told them)."""
+    from t3vis.cli import main
+
+    assert main(["synth", str(tmp_path / "runs" / "synth"), "--n", "500", "--checkpoints", "2"]) == 0
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "panel", "serve", "apps", "--address", "127.0.0.1", "--port",
+                             str(port), "--num-procs", "2", "--args", "--runs-dir", str(tmp_path / "runs")],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    children: set[int] = set()
+    said: list[str] = []
+    try:
+        for line in proc.stdout:
+            said.append(line)
+            if sum("t3vis explorer ready" in s for s in said) == 2:
+                break
+        assert proc.poll() is None, "two forked servers did not come up:\n" + "".join(said[-30:])
+        children = alive(descendants(proc.pid))
+        assert len(children) >= 2, f"forked servers: {children}"
+        proc.terminate()
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 10  # two servers shutting down at once on two busy cores
+        while alive(children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        survivors = alive(children)
+    finally:
+        proc.kill()
+        for pid in alive(children):  # never leave them behind, even when failing
+            psutil.Process(pid).kill()
+    assert not survivors, f"{len(survivors)} forked server(s) outlived their parent by 10 s"

@@ -91,6 +91,93 @@ def test_per_word_dynamics_equal_a_direct_recomputation(recorded):
         assert dynamics.typed_gold_prob[-1, row] == pytest.approx(z[entity.index(gold[row])] / z.sum(), abs=1e-5)
 
 
+def test_per_word_type_dynamics_equal_a_direct_recomputation(recorded):
+    """type_prob and neighbour_type_prob of epoch 1 from each sentence run alone through the checkpoint: the type's
+    B- and I- probabilities summed, and the type's share among the 50 nearest entity words by brute force."""
+    from t3vis.tasks.token_classification import TYPE_NEIGHBOURS, tag_types
+
+    run, tokenizer, data = recorded["run"], recorded["tokenizer"], recorded["data"]
+    dynamics = run.dynamics()
+    gold = run.column("label").astype(np.int64)
+    model, _ = load_checkpoint(run.checkpoint("epoch-1").weights_path)
+    sentences = [list(w) for w in data.frame["tokens"]]
+    logits = np.concatenate([direct_word_logits(model, tokenizer, w) for w in sentences]).astype(np.float64)
+    features = np.concatenate([direct_word_features(model, tokenizer, w) for w in sentences])
+    kinds = tag_types(TAGS)
+    entity = np.flatnonzero(gold != TAGS.index("O"))
+    for row in entity:
+        z = np.exp(logits[row, 1:] - logits[row, 1:].max())
+        same = [t - 1 for t in range(1, len(TAGS)) if kinds[t] == kinds[gold[row]]]
+        assert dynamics.type_prob[-1, row] == pytest.approx(z[same].sum() / z.sum(), abs=1e-5)
+    assert np.isnan(dynamics.type_prob[-1][gold == TAGS.index("O")]).all()
+    names = sorted(set(kinds) - {""})
+    types = np.array([names.index(kinds[t]) for t in gold[entity]])
+    want, gap = brute_force_neighbour_share(features[entity], types, len(names), min(TYPE_NEIGHBOURS, len(entity) - 1))
+    clear = gap > 1e-4  # batched and unbatched features differ in the last bits: skip words at a near tie
+    assert clear.mean() > 0.8
+    np.testing.assert_allclose(dynamics.neighbour_type_prob[-1, entity][clear], want[clear], atol=1e-6)
+    assert np.isnan(dynamics.neighbour_type_prob[-1][gold == TAGS.index("O")]).all()
+
+
+def direct_word_features(model, tokenizer, words: list[str]) -> np.ndarray:
+    """One sentence alone: the last hidden state (what the tagging head reads) at each word's first sub-token."""
+    enc = tokenizer(words, is_split_into_words=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**enc, output_hidden_states=True).hidden_states[-1][0].float().numpy()
+    ids = enc.word_ids(0)
+    return hidden[[ids.index(w) for w in range(len(words))]]
+
+
+def brute_force_neighbour_share(features: np.ndarray, types: np.ndarray, n_types: int, k: int):
+    """``neighbour_type_prob`` by sorting every pair's cosine similarity (of the centred features); also each word's
+    gap between its k-th and (k+1)-th nearest (where a near tie could make two exact computations pick different
+    neighbours)."""
+    centred = features.astype(np.float64) - features.astype(np.float64).mean(0)
+    unit = centred / np.linalg.norm(centred, axis=1, keepdims=True)
+    sims = unit @ unit.T
+    np.fill_diagonal(sims, -np.inf)
+    order = np.argsort(-sims, axis=1, kind="stable")
+    same = (types[order[:, :k]] == types[:, None]).sum(1)
+    ranked = np.take_along_axis(sims, order, 1)
+    gap = ranked[:, k - 1] - ranked[:, k] if k < len(types) - 1 else np.full(len(types), np.inf)
+    return (same + 1) / (k + n_types), gap
+
+
+def test_type_prob_sums_the_given_types_b_and_i_tags_among_the_entity_tags():
+    from t3vis.tasks.token_classification import tag_types, type_prob
+
+    names = ["O", "B-a", "I-a", "B-b", "I-b", "misc"]
+    assert tag_types(names) == ["", "a", "a", "b", "b", "misc"]
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(40, len(names))) * 3
+    labels = rng.integers(0, len(names), 40)
+    got = type_prob(logits, labels, 0, names)
+    for row in range(40):
+        if labels[row] == 0:
+            assert np.isnan(got[row])
+            continue
+        z = np.exp(logits[row, 1:] - logits[row, 1:].max())  # every tag but O
+        kind = tag_types(names)[labels[row]]
+        same = [t - 1 for t in range(1, len(names)) if tag_types(names)[t] == kind]
+        assert got[row] == pytest.approx(z[same].sum() / z.sum(), abs=1e-6)
+
+
+def test_neighbour_type_prob_equals_a_brute_force_nearest_neighbour_count():
+    from t3vis.tasks.token_classification import neighbour_type_prob
+
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(300, 16)).astype(np.float32) * rng.uniform(0.5, 3, (300, 1))  # norms differ
+    types = rng.integers(0, 4, 300)
+    for k in (1, 10, 50):
+        want, gap = brute_force_neighbour_share(features, types, 4, k)
+        got = neighbour_type_prob(features, types, 4, k=k, block=37)  # several blocks, one ragged
+        assert (gap > 1e-5).all()  # random features: no near ties to blur the comparison
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    np.testing.assert_allclose(neighbour_type_prob(features[:5], types[:5], 4, k=50),
+                               brute_force_neighbour_share(features[:5], types[:5], 4, 4)[0], atol=1e-6)
+    assert np.isnan(neighbour_type_prob(features[:1], types[:1], 4)).all()
+
+
 def test_type_confidence_scores_entity_words_by_type_and_o_words_by_entity_probability():
     from t3vis.analysis.datamaps import mislabel_score
 
@@ -98,6 +185,16 @@ def test_type_confidence_scores_entity_words_by_type_and_o_words_by_entity_proba
     gold = np.array([[0.1, 0.8, 0.5], [0.2, 0.7, 0.05]])
     got = mislabel_score({"typed_gold_prob": typed, "gold_prob": gold}, "type_confidence")
     np.testing.assert_allclose(got, [1 - 0.3, 1 - 0.7, 1 - 0.6], atol=1e-6)  # the last epoch's
+
+
+def test_type_consensus_is_one_minus_the_geometric_mean_of_the_tagger_and_the_neighbours():
+    from t3vis.analysis.datamaps import mislabel_score
+
+    typed = np.array([[0.9, np.nan, 0.2], [0.36, np.nan, 0.5]])
+    near = np.array([[0.5, np.nan, 0.1], [0.25, np.nan, 0.02]])
+    gold = np.array([[0.1, 0.8, 0.5], [0.2, 0.7, 0.05]])
+    got = mislabel_score({"type_prob": typed, "neighbour_type_prob": near, "gold_prob": gold}, "type_consensus")
+    np.testing.assert_allclose(got, [1 - 0.3, 1 - 0.7, 1 - 0.1], atol=1e-6)  # sqrt(.36 * .25), O word, sqrt(.5 * .02)
 
 
 def test_in_training_dynamics_cover_the_training_words_only(recorded):
@@ -367,13 +464,13 @@ def test_sentence_export_aggregates_each_sentences_words(recorded, tmp_path):
 
 
 def test_a_token_runs_mislabel_score_is_the_one_measured_best_for_words(recorded, tmp_path):
-    """Words rank by type_confidence (bench_ner.py, two seeds), examples keep aum_ensemble: one per task."""
+    """Words rank by type_consensus (bench_ner.py, three seeds), examples keep aum_ensemble: one per task."""
     from t3vis.analysis.datamaps import DEFAULT_SCORE, run_columns, run_data_map
 
     columns = run_columns(recorded["run"])
-    np.testing.assert_array_equal(columns["mislabel_score"], columns["type_confidence_score"])
+    np.testing.assert_array_equal(columns["mislabel_score"], columns["type_consensus_score"])
     said = run_data_map(recorded["run"]).attrs["mislabel_score"]
-    assert said.startswith("mislabel_score = type_confidence_score:")
+    assert said.startswith("mislabel_score = type_consensus_score:")
     from t3vis.store.synth import synth_run
 
     text_run = synth_run(tmp_path / "synth", 200, checkpoints=2, num_layers=1, num_heads=2).loc.url

@@ -209,7 +209,7 @@ def measured_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
 def predict_logits(model: nn.Module, token_ids: Sequence[Sequence[int]], *, pad_id: int,
                    padding_side: str = "right", batch_size: int = 64, bf16: bool = False,
                    chunk_rows: int | None = None, on_batch=None,
-                   positions: Sequence[np.ndarray] | None = None) -> np.ndarray:
+                   positions: Sequence[np.ndarray] | None = None, feature_units: np.ndarray | None = None):
     """Logits ``[n, classes]`` (float32) in eval mode without gradients, computed the way the pipelines' extraction
     computes a checkpoint's: rows in blocks of ``chunk_rows`` (default: the store's chunk), each cut into length-sorted
     batches (``length_batches``), padded (``pad_ids``), with the weights cast to bf16 when ``bf16`` (a copy; never
@@ -220,6 +220,10 @@ def predict_logits(model: nn.Module, token_ids: Sequence[Sequence[int]], *, pad_
     ``positions`` (a token classifier, logits ``[batch, tokens, classes]``): per input, the token positions whose
     logits to keep (a word's first sub-token; -1: not measured, NaN logits). The result then has one row per
     position, inputs in order (``unit_offsets``).
+
+    ``feature_units`` (with ``positions``; a boolean mask over the units): also return, as ``(logits, features)``,
+    the encoder's last hidden state (what the classification head reads) at those units, ``[mask.sum(), D]``
+    float32 in unit order (NaN for units without a position).
     """
     from ..store.schema import CHUNK_ROWS
 
@@ -230,6 +234,13 @@ def predict_logits(model: nn.Module, token_ids: Sequence[Sequence[int]], *, pad_
     measured.eval()
     lengths = np.fromiter(map(len, token_ids), np.int64, len(token_ids))
     offsets = None if positions is None else unit_offsets(positions)
+    if feature_units is not None and positions is None:
+        raise ValueError("predict_logits: feature_units needs positions (a token classifier's units)")
+    # where each unit's features go (-1: not asked for)
+    if feature_units is not None:
+        feature_units = np.asarray(feature_units, bool)
+    feature_row = None if feature_units is None else np.where(feature_units, np.cumsum(feature_units) - 1, -1)
+    features: np.ndarray | None = None
     out: np.ndarray | None = None
     try:
         with torch.inference_mode():
@@ -238,8 +249,12 @@ def predict_logits(model: nn.Module, token_ids: Sequence[Sequence[int]], *, pad_
                 for batch in length_batches(lengths[block], batch_size):
                     rows = block[batch]
                     input_ids, mask = pad_ids([token_ids[r] for r in rows], pad_id, padding_side)
-                    logits = measured(input_ids=input_ids.to(device), attention_mask=mask.to(device))
-                    logits = logits.logits.float().cpu().numpy()
+                    output = measured(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                                      **({"output_hidden_states": True} if feature_row is not None else {}))
+                    logits = output.logits.float().cpu().numpy()
+                    hidden = None if feature_row is None else output.hidden_states[-1].float().cpu().numpy()
+                    if hidden is not None and features is None:
+                        features = np.full((int(feature_units.sum()), hidden.shape[-1]), np.nan, np.float32)
                     if out is None:
                         units = len(token_ids) if positions is None else int(offsets[-1])
                         out = np.empty((units, logits.shape[-1]), np.float32)
@@ -248,13 +263,20 @@ def predict_logits(model: nn.Module, token_ids: Sequence[Sequence[int]], *, pad_
                     else:
                         shift = input_ids.shape[1] - mask.sum(1).numpy() if padding_side == "left" else None
                         for i, r in enumerate(rows):
-                            out[offsets[r]:offsets[r + 1]] = token_logits(
-                                logits[i], positions[r], 0 if shift is None else int(shift[i]))
+                            step = 0 if shift is None else int(shift[i])
+                            out[offsets[r]:offsets[r + 1]] = token_logits(logits[i], positions[r], step)
+                            if hidden is not None:
+                                wanted = feature_row[offsets[r]:offsets[r + 1]]
+                                kept = wanted >= 0
+                                features[wanted[kept]] = token_logits(hidden[i], positions[r], step)[kept]
                     if on_batch is not None:
                         on_batch(len(rows))
     finally:
         model.train(was_training)
-    return out if out is not None else np.empty((0, 0), np.float32)
+    out = out if out is not None else np.empty((0, 0), np.float32)
+    if feature_row is None:
+        return out
+    return out, features if features is not None else np.empty((0, 0), np.float32)
 
 
 def unit_offsets(positions: Sequence[np.ndarray]) -> np.ndarray:

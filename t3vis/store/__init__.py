@@ -7,7 +7,7 @@ registering its options: ``t3vis --help``) stays light.
 from ..lazy import lazy_attributes
 
 #: Public name -> the module that defines it.
-_EXPORTS = {"Location": "location", "Checkpoint": "reader", "Dynamics": "reader", "Run": "reader",
+_EXPORTS = {"Location": "location", "Checkpoint": "reader", "Dynamics": "records", "Run": "reader",
             "RowReader": "rows", "SCHEMA_VERSION": "schema", "Problem": "validation", "Report": "validation",
             "validate": "validation", "validate_or_raise": "validation", "RunWriter": "writer",
             "iter_chunks": "writer"}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import posixpath
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Sequence
 
@@ -23,33 +22,10 @@ from ..errors import SchemaVersionError, StoreError, T3VisError
 from . import knn, schema
 from .integrity import CheckedStore
 from .location import Location
+from .records import CrossFit, Dynamics
 from .rows import RowReader, read
 from .search import TextSearch
 from .weights import checked_weights
-
-
-@dataclass(frozen=True)
-class Dynamics:
-    """Per-epoch training dynamics, arrays of shape [epochs, n]."""
-
-    epochs: np.ndarray
-    gold_prob: np.ndarray
-    pred: np.ndarray
-    loss: np.ndarray
-    margin: np.ndarray | None = None  # this and below: optional, see schema.OPTIONAL_DYNAMICS_ARRAYS
-    train_gold_prob: np.ndarray | None = None
-    train_margin: np.ndarray | None = None
-    typed_gold_prob: np.ndarray | None = None
-
-
-@dataclass(frozen=True)
-class CrossFit:
-    """Out-of-sample class probabilities from ``t3vis crossfit``: ``probs [n, C]`` (NaN where ``fold`` is -1),
-    ``fold [n]`` (the fold whose model predicted the row, never one that trained on it) and how (``attrs``)."""
-
-    probs: np.ndarray
-    fold: np.ndarray
-    attrs: dict
 
 
 @contextmanager

@@ -7,7 +7,8 @@ A run directory holds a Zarr v3 group ``store.zarr`` and the checkpoint weights 
         examples/<column>              one 1-D array per column, length n (text, label, split, length, ...);
                                        n counts units: examples, or words for token classification (TASK_COLUMNS)
         dynamics/<epoch>/{gold_prob,pred,loss}   one group per recorded epoch, arrays of length n
-                         [margin, train_gold_prob, train_margin, typed_gold_prob]   optional (OPTIONAL_DYNAMICS_ARRAYS)
+                         [margin, train_gold_prob, train_margin]   optional (OPTIONAL_DYNAMICS_ARRAYS), and for
+                         [typed_gold_prob, type_prob, neighbour_type_prob]   token runs
         checkpoints/<name>/            attrs: step, epoch, weights, complete
           hidden_cls, hidden_mean      [layers + 1, n, hidden] float16 (embeddings output is layer 0)
           logits [n, C], loss, pred, gold_prob, length [n]
@@ -75,8 +76,12 @@ DYNAMICS_ARRAYS = {"gold_prob": np.float32, "pred": np.int16, "loss": np.float32
 #: NaN for rows not trained on that epoch.
 #: ``typed_gold_prob`` (token runs): the given tag's probability among the entity tags only (every tag but ``O``),
 #: NaN for words tagged ``O``: whether the model agrees with a word's *type* once it is an entity.
+#: ``type_prob`` (token runs): the same for the given *type*, its ``B-`` and ``I-`` tags summed.
+#: ``neighbour_type_prob`` (token runs): the share of a word's nearest entity words (cosine, the epoch's last hidden
+#: states, every split) given its type, Laplace-smoothed (``tasks.token_classification.neighbour_type_prob``).
 OPTIONAL_DYNAMICS_ARRAYS = {"margin": np.float32, "train_gold_prob": np.float32, "train_margin": np.float32,
-                            "typed_gold_prob": np.float32}
+                            "typed_gold_prob": np.float32, "type_prob": np.float32,
+                            "neighbour_type_prob": np.float32}
 
 #: Optional group of K-fold cross-fitted class probabilities (``t3vis crossfit``); name -> dtype.
 CROSSFIT_GROUP = "crossfit"

@@ -3,7 +3,9 @@
 A model input is a sentence; a unit is a word, measured at its first sub-token (the standard alignment: the word's
 tag on its first sub-token, the others ignored by the loss, ``t3vis.data.subwords.align_words``). Per word and
 epoch: the gold-tag probability, prediction, loss and margin, at the end of the epoch (eval mode) and in training
-(before each update), exactly as classification records them per example. Words the truncation cut off are not
+(before each update), exactly as classification records them per example; at the end of the epoch, for a corpus
+with an ``O`` tag, also the given tag's and type's probability among the entity tags and the type's share among the
+word's nearest entity words (``typed_gold_prob``, ``type_prob``, ``neighbour_type_prob``: the word scores' inputs). Words the truncation cut off are not
 measured (NaN, prediction -1). Each epoch also reports entity-level precision, recall and F1 per split and per
 type (``seqeval``, the CoNLL convention), against the split's gold tags.
 
@@ -24,7 +26,14 @@ import torch
 
 from ..errors import DatasetError, TrainingError
 from ..models.inference import pad_token_id, predict_logits, token_logits, unit_offsets
-from ..tasks.token_classification import OUTSIDE, typed_gold_prob, unit_frame
+from ..tasks.token_classification import (
+    OUTSIDE,
+    neighbour_type_prob,
+    tag_types,
+    type_prob,
+    typed_gold_prob,
+    unit_frame,
+)
 from .recorder import DynamicsRecorder, dynamics_from_logits, epoch_metrics
 
 #: The label a loss ignores (PyTorch's cross-entropy default): every sub-token but a word's first.
@@ -101,6 +110,9 @@ class WordDynamicsRecorder(DynamicsRecorder):
         lengths = np.fromiter(map(len, self._token_ids), np.int32, len(self._token_ids))
         units["length"] = np.repeat(lengths, np.diff(self.offsets))  # the sentence's sub-tokens, as measured
         units["measured"] = self.measured
+        outside = self.label_names.index(OUTSIDE) if OUTSIDE in self.label_names else -1
+        # the words whose features the type-neighbour share needs: measured entity words
+        self.entity_words = self.measured & (self.labels != outside) if outside >= 0 else np.zeros_like(self.measured)
         return units, self.label_names
 
     def batch_labels(self, rows: np.ndarray) -> torch.Tensor:
@@ -126,16 +138,35 @@ class WordDynamicsRecorder(DynamicsRecorder):
         self._passes.add(units[kept], dynamics_from_logits(word_logits[kept], self.labels[units[kept]], self.task))
 
     def measure(self, model: torch.nn.Module, on_batch=None) -> np.ndarray:
-        return predict_logits(model, self._token_ids, pad_id=pad_token_id(self.tokenizer),
-                              padding_side=getattr(self.tokenizer, "padding_side", "right"),
-                              batch_size=self.batch_size, bf16=bool(self.bf16), on_batch=on_batch,
-                              positions=self.first_token)
+        """Per-word logits; with an ``O`` tag, the entity words' last hidden states too (kept for
+        ``epoch_extras``)."""
+        logits = predict_logits(model, self._token_ids, pad_id=pad_token_id(self.tokenizer),
+                                padding_side=getattr(self.tokenizer, "padding_side", "right"),
+                                batch_size=self.batch_size, bf16=bool(self.bf16), on_batch=on_batch,
+                                positions=self.first_token,
+                                feature_units=self.entity_words if self.entity_words.any() else None)
+        logits, self._entity_features = logits if isinstance(logits, tuple) else (logits, None)
+        return logits
 
     def epoch_extras(self, logits: np.ndarray) -> dict[str, np.ndarray]:
-        """``typed_gold_prob``: each word's given tag among the entity tags (a corpus with an ``O`` tag)."""
+        """With an ``O`` tag: ``typed_gold_prob`` (the given tag among the entity tags), ``type_prob`` (the given
+        type, B- and I- summed) and ``neighbour_type_prob`` (the given type's share among the nearest entity words,
+        in this epoch's features)."""
         if OUTSIDE not in self.label_names:
             return {}
-        return {"typed_gold_prob": typed_gold_prob(logits, self.labels, self.label_names.index(OUTSIDE))}
+        outside = self.label_names.index(OUTSIDE)
+        extras = {"typed_gold_prob": typed_gold_prob(logits, self.labels, outside),
+                  "type_prob": type_prob(logits, self.labels, outside, self.label_names)}
+        features, self._entity_features = getattr(self, "_entity_features", None), None
+        if features is not None:
+            names = tag_types(self.label_names)
+            kinds = sorted({name for i, name in enumerate(names) if i != outside})
+            type_of_tag = np.array([kinds.index(name) if name in kinds else -1 for name in names], np.int64)
+            word_types = type_of_tag[self.labels[self.entity_words]]
+            shares = np.full(len(self.labels), np.nan, np.float32)
+            shares[self.entity_words] = neighbour_type_prob(features, word_types, len(kinds))
+            extras["neighbour_type_prob"] = shares
+        return extras
 
     def metrics(self, dynamics: Mapping[str, np.ndarray]) -> dict[str, float]:
         """Word accuracy and mean loss per split (over measured words), and entity-level scores per split."""
