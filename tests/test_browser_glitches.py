@@ -140,3 +140,35 @@ def test_an_open_multi_select_lets_the_first_click_elsewhere_through(small_page)
     page.keyboard.press("Enter")
     wait_for(lambda: state.search == "market", timeout=15)
     expect(menu).to_have_count(0)
+
+
+#: WCAG AA for body text.
+MIN_CONTRAST = 4.5
+
+
+def contrast(page, locator) -> float:
+    """The WCAG contrast ratio of an element's text colour against its own background, as chromium computes them."""
+    return page.evaluate("""el => {
+        const s = getComputedStyle(el);
+        const rgb = c => c.match(/[\\d.]+/g).slice(0, 3).map(Number);
+        const lum = ([r, g, b]) => [r, g, b].map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 :
+                                                         Math.pow((v + 0.055) / 1.055, 2.4); })
+                                            .reduce((sum, v, i) => sum + v * [0.2126, 0.7152, 0.0722][i], 0);
+        const [a, b] = [lum(rgb(s.color)), lum(rgb(s.backgroundColor))];
+        return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    }""", locator.element_handle())
+
+
+@pytest.mark.parametrize("run, kind", [("bare", "info"), ("no-such-run", "danger")])
+def test_alerts_are_legible(runs_dir, chromium, serve, run, kind):
+    """A run without projections says so in an info alert, an unknown run in a danger alert: both were white text
+    on a pale background under the Material design."""
+    from t3vis.ui.explorer import Explorer
+
+    page = chromium.new_page(viewport=VIEWPORT)
+    page.goto(serve(lambda: Explorer(runs_dir=runs_dir, run_name=run)))
+    alert = page.locator(f".alert-{kind}").first
+    expect(alert).to_be_visible(timeout=90_000)
+    ratio = contrast(page, alert)
+    assert ratio >= MIN_CONTRAST, f"{kind} alert: contrast {ratio:.2f}"
+    page.close()

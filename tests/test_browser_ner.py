@@ -84,9 +84,12 @@ def test_a_word_row_shows_its_tags_and_saliency_and_a_click_explains_another_wor
     assert [strip.nth(w).locator(".w").inner_text() for w in range(len(words))] == words
     assert [strip.nth(w).locator(".gold").inner_text() for w in range(len(words))] == \
         [names[t] for t in run.column("label")[rows]]
-    assert [strip.nth(w).locator(".pred").inner_text() for w in range(len(words))] == predicted
+    assert [strip.nth(w).get_attribute("data-pred") for w in range(len(words))] == predicted
     wrong = [("wrong" in strip.nth(w).get_attribute("class")) for w in range(len(words))]
     assert wrong == [names[t] != p for t, p in zip(run.column("label")[rows], predicted)]
+    # the prediction is drawn where it differs from the gold tag (two lines per word, not three)
+    assert [strip.nth(w).locator(".pred").is_visible() for w in range(len(words))] == wrong
+    assert all(strip.nth(w).locator(".pred").inner_text() == predicted[w] for w in range(len(words)) if wrong[w])
     expect(page.locator(".tagw.focus")).to_have_attribute("data-click", f"word:{position}")
     header = re.compile(rf"«{re.escape(words[position])}» · sentence {sentence[row]}, word {position} ")
     expect(page.get_by_text(header)).to_be_visible(timeout=10_000)
@@ -94,6 +97,7 @@ def test_a_word_row_shows_its_tags_and_saliency_and_a_click_explains_another_wor
     # saliency over the sentence's tokens, for that word's predicted tag
     tokens = page.locator(f'.tokens[data-showing="saliency"][data-example="{row}"] .tok')
     expect(tokens.first).to_be_visible(timeout=30_000)
+    expect(tokens.first).to_be_in_viewport()  # not pushed below the instance panel's fold by the tags above it
     assert [tokens.nth(i).inner_text() for i in range(1, len(words) + 1)] == words  # [CLS] first
     colours = [tokens.nth(i).evaluate("el => getComputedStyle(el).backgroundColor") for i in range(tokens.count())]
     assert any(c not in WHITE for c in colours), colours

@@ -178,7 +178,7 @@ def test_tag_strip_marks_mismatches_the_selected_word_and_words_not_read():
                        [0.9, 0.6, 0.8, float("nan")], selected=1)
     blocks = Strip(markup).blocks
     assert [b["w"] for b in blocks] == words  # the payload word is text, not an image tag
-    assert [b["class"] for b in blocks] == ["tagw", "tagw wrong focus", "tagw", "tagw"]
+    assert [b["class"] for b in blocks] == ["tagw", "tagw wrong focus", "tagw", "tagw unread"]
     assert [b["data-click"] for b in blocks] == [f"word:{w}" for w in range(4)]
     assert [b["pred"] for b in blocks] == ["B-person", "B-geo", "O", "—"] and blocks[3]["gold"] == PAYLOADS[4]
     assert "60.0%" in blocks[1]["title"] and "not read" in blocks[3]["title"]

@@ -31,11 +31,13 @@ from t3vis.ui.heads import (
 from t3vis.ui.instance import InstanceView
 from t3vis.ui.tokens import (
     ATTENTION,
+    CLASSES_SHOWN,
     NEGATIVE,
     POSITIVE,
     attention_from,
     classes_html,
     diverging_colours,
+    shown_classes,
     token_units,
     tokens_html,
     unit_sums,
@@ -143,6 +145,28 @@ def test_colours_are_signed_and_scaled():
     markup = classes_html(["a", "b"], np.array([0.25, 0.75]), gold=0, target=1, baseline=np.array([0.5, 0.5]))
     assert 'class="cls gold" data-click="cls:0"' in markup and 'class="cls target" data-click="cls:1"' in markup
     assert "+25.0%" in markup and "width:75.0%" in markup
+
+
+def test_many_classes_show_the_most_probable_with_gold_and_target_and_a_box_for_the_rest():
+    """A tagger's 21 tags: the 6 most probable, the gold and the explained tag, in label order, then "+N more"
+    (clickable: ``cls:all``) with the rest's probability; every class when asked, with a "fewer" box."""
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(21))
+    names = [f"tag{c}" for c in range(21)]
+    gold, target = int(np.argmin(probs)), int(np.argsort(probs)[1])  # two of the least probable
+    top = set(np.argsort(-probs)[:CLASSES_SHOWN].tolist())
+    shown = shown_classes(probs, gold=gold, target=target)
+    assert shown == sorted(top | {gold, target}) and len(shown) == CLASSES_SHOWN + 2
+    markup = classes_html(names, probs, gold=gold, target=target)
+    drawn = [int(c) for c in re.findall(r'data-click="cls:(\d+)"', markup)]
+    assert drawn == shown
+    rest = probs[[c for c in range(21) if c not in shown]].sum()
+    assert 'data-click="cls:all"' in markup and f"+{21 - len(shown)} more" in markup and f"{rest:.1%}" in markup
+    everything = classes_html(names, probs, gold=gold, target=target, limit=None)
+    assert [int(c) for c in re.findall(r'data-click="cls:(\d+)"', everything)] == list(range(21))
+    assert 'data-click="cls:few"' in everything and "cls:all" not in everything
+    few = classes_html(names[:5], probs[:5] / probs[:5].sum(), gold=0, target=1)  # a few classes: all, no box
+    assert len(re.findall(r'data-click="cls:\d+"', few)) == 5 and "more" not in few
 
 
 # ---------------------------------------------------------------------------------------------------- grid

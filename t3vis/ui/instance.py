@@ -27,6 +27,7 @@ from ..serving import Encoding, Forward, NewestOnly, acall, normalize_pruned, pr
 from .state import ExplorerState
 from .text import HTML, AlertPane, Markdown, MarkdownPane
 from .tokens import (
+    CLASSES_SHOWN,
     attention_from,
     classes_html,
     diverging_colours,
@@ -81,6 +82,7 @@ class InstanceView(pn.viewable.Viewer):
     state = param.ClassSelector(class_=ExplorerState)
     merge_words = param.Boolean(default=True, doc="Show words (word-pieces merged) rather than tokens.")
     focus = param.Integer(default=None, allow_None=True, doc="Unit whose attention is shown (None = saliency).")
+    all_classes = param.Boolean(default=False, doc="List every class, not only the most probable (+N more).")
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -111,15 +113,23 @@ class InstanceView(pn.viewable.Viewer):
             self._busy)
         # re-predicting the selection comes first, under the controls: below the example's tokens its result fell
         # outside the panel's visible part, with nothing pointing to it
-        self._layout = pn.Column(
-            controls, self._repredict, self._progress, self._selection, self._header, self._message, self._notice,
-            self._pruning, self._tags, self._classes, self._legend, self._tokens, sizing_mode="stretch_width",
-            name="Instance")
+        self._top = [controls, self._repredict, self._progress, self._selection, self._header, self._message,
+                     self._notice, self._pruning, self._tags]
+        self._layout = pn.Column(*self._top, self._classes, self._legend, self._tokens,
+                                 sizing_mode="stretch_width", name="Instance")
         self._show_repredict()
         param.parameterized.async_executor(self.refresh)
 
     def __panel__(self):
         return self._layout
+
+    def _arrange(self, per_word: bool) -> None:
+        """A word's saliency comes right under its sentence's tags, the tags to choose from after it (a tagger has
+        many: above the saliency they pushed it out of sight); an example's few classes come first."""
+        explained = [self._legend, self._tokens]
+        order = [*self._top, *(explained + [self._classes] if per_word else [self._classes] + explained)]
+        if list(self._layout.objects) != order:
+            self._layout.objects = order
 
     # ------------------------------------------------------------------ events
     # Order matters: `_on_new_example` must run before `_on_state` when the example changes (so the refresh
@@ -147,7 +157,10 @@ class InstanceView(pn.viewable.Viewer):
 
     def _on_click(self, key: str) -> None:
         kind, _, value = key.partition(":")
-        if kind == "cls":
+        if key in ("cls:all", "cls:few"):
+            self.all_classes = key == "cls:all"
+            self._render()
+        elif kind == "cls":
             self.focus = None
             self.state.target_class = int(value)
         elif kind == "tok":
@@ -254,8 +267,10 @@ class InstanceView(pn.viewable.Viewer):
         self._pruning.visible = baseline is not None
         self._tags.html = self._tag_strip(shown, names) if shown.word is not None else ""
         self._tags.visible = shown.word is not None
+        self._arrange(shown.word is not None)
         self._classes.html = classes_html(names, unit.probs, gold=gold, target=shown.target,
-                                          baseline=None if baseline is None else baseline.probs)
+                                          baseline=None if baseline is None else baseline.probs,
+                                          limit=None if self.all_classes else CLASSES_SHOWN)
         units = token_units(encoding, self.merge_words)
         focus = self.focus if self.focus is not None and self.focus < len(units) else None
         head = self.state.head
@@ -276,7 +291,7 @@ class InstanceView(pn.viewable.Viewer):
                 method, names[shown.target], shown.words[shown.word])
         legend += Markdown("<span style='color:#d62728'>red</span> supports it, <span style='color:#1f77b4'>blue"
                            "</span> speaks against it. Click a {} to explain it").format(
-                               "class" if shown.word is None else "tag")
+                               "class" if shown.word is None else "tag below")
         if shown.word is not None:
             legend += Markdown(", a word above to explain that word")
         legend += Markdown(", a token to see its attention in the selected head." if head is not None else

@@ -160,8 +160,19 @@ class MarkdownPane(_MarkdownText, pn.pane.Markdown):
     """A Markdown pane for the views: ``Markdown`` objects are markup, any other ``str`` shows as text."""
 
 
+#: Readable ink on each alert's pale background (Bootstrap's own pairs, contrast >= 7): the Material design gives
+#: info and danger alerts its white "contrast text" there, which left their messages unreadable.
+ALERT_INK = "\n".join(f":host(.alert-{kind}) {{ color: {ink}; }}" for kind, ink in (
+    ("primary", "#052c65"), ("secondary", "#2b2f32"), ("success", "#0a3622"), ("danger", "#58151c"),
+    ("warning", "#664d03"), ("info", "#055160"), ("light", "#495057"), ("dark", "#495057")))
+
+
 class AlertPane(_MarkdownText, pn.pane.Alert):
     """An alert box: ``Markdown`` objects are markup, any other ``str`` (an error message) shows as text."""
+
+    def __init__(self, object=None, **params):
+        params["stylesheets"] = [ALERT_INK, *params.get("stylesheets", [])]
+        super().__init__(object, **params)
 
 
 class HTMLPane(pn.pane.HTML):

@@ -143,13 +143,33 @@ def tokens_html(units: list[Unit], values: np.ndarray, colours: list[tuple[str, 
     return HTML("").join(parts)
 
 
+#: Classes the instance view shows at first when a model has more (a tagger's 21 tags pushed the saliency out of
+#: sight): the most probable ones, plus the gold and the explained class; a "+N more" box shows the rest.
+CLASSES_SHOWN = 6
+
+
+def shown_classes(probs: np.ndarray, *, gold: int | None, target: int, limit: int | None = CLASSES_SHOWN) -> list[int]:
+    """The classes to draw, in label order: all of them up to ``limit`` + 2, else the ``limit`` most probable with
+    the gold and the explained (``target``) class."""
+    n = len(probs)
+    if limit is None or n <= limit + 2:
+        return list(range(n))
+    keep = set(np.argsort(-np.asarray(probs, np.float64), kind="stable")[:limit].tolist())
+    keep |= {c for c in (gold, target) if c is not None and 0 <= c < n}
+    return sorted(keep)
+
+
 def classes_html(label_names, probs: np.ndarray, *, gold: int | None, target: int,
-                 baseline: np.ndarray | None = None) -> HTML:
-    """One clickable box per class (``data-click="cls:<c>"``): probability bar, gold star, change from unpruned."""
+                 baseline: np.ndarray | None = None, limit: int | None = CLASSES_SHOWN) -> HTML:
+    """One clickable box per class (``data-click="cls:<c>"``): probability bar, gold star, change from unpruned.
+    Beyond ``limit`` (``shown_classes``), a "+N more" box (``cls:all``) stands for the rest; ``limit`` None shows
+    every class, with a "fewer" box (``cls:few``) when there are that many."""
     box = HTML('<div class="{}" data-click="cls:{}" title="Show saliency for {}"><span class="bar" '
                'style="width:{:.1f}%"></span><span class="name">{}</span><span class="p">{:.1%}</span>{}</div>')
+    shown = shown_classes(probs, gold=gold, target=target, limit=limit)
     parts = [HTML('<div class="classes">')]
-    for c, name in enumerate(label_names):
+    for c in shown:
+        name = label_names[c]
         p = float(probs[c])
         classes = "cls" + (" target" if c == target else "") + (" gold" if c == gold else "")
         delta = HTML("")
@@ -157,6 +177,14 @@ def classes_html(label_names, probs: np.ndarray, *, gold: int | None, target: in
             delta = HTML('<span class="delta">unpruned {:.1%} ({:+.1%})</span>').format(
                 float(baseline[c]), p - float(baseline[c]))
         parts.append(box.format(classes, c, name, p * 100, name, p, delta))
+    hidden = len(probs) - len(shown)
+    if hidden:
+        rest = float(np.delete(np.asarray(probs, np.float64), shown).sum())
+        parts.append(HTML('<div class="cls more" data-click="cls:all" title="Show all {} classes">+{} more '
+                          '<span class="p">{:.1%}</span></div>').format(len(probs), hidden, rest))
+    elif limit is None and len(probs) > CLASSES_SHOWN + 2:
+        parts.append(HTML('<div class="cls more" data-click="cls:few" title="Show the most probable only">fewer'
+                          '</div>'))
     parts.append(HTML("</div>"))
     return HTML("").join(parts)
 
@@ -212,16 +240,18 @@ def word_tags(logits: np.ndarray) -> np.ndarray:
 
 
 def tags_html(words, gold, pred, probs, *, selected: int | None = None) -> HTML:
-    """A sentence as a strip of clickable words (``data-click="word:<w>"``), each over its gold tag and its
-    predicted tag: a prediction that differs from the gold tag is marked ``wrong`` (red), the selected word
-    ``focus``. ``gold``/``pred`` are tag names (``pred`` None: a word the model did not read, shown "—"),
+    """A sentence as a strip of clickable words (``data-click="word:<w>"``), each over its gold tag and, where they
+    differ, its predicted tag: a prediction that differs from the gold tag is marked ``wrong`` (red), a word not read
+    ``unread``, the selected word ``focus``. ``gold``/``pred`` are tag names (``pred`` None: a word the model did not read, shown "—"),
     ``probs`` the predicted tags' probabilities. Tags ride along as ``data-gold``/``data-pred`` for tests."""
     parts = [HTML('<div class="tagstrip">')]
+    # two lines per word: the word, then its gold tag, followed by the prediction only where it differs (or the
+    # word was not read): a third line per word pushed the saliency below the fold
     block = HTML('<span class="{}" data-click="word:{}" data-gold="{}" data-pred="{}" title="{}"><span class="w">{}'
-                 '</span><span class="gold">{}</span><span class="pred">{}</span></span>')
+                 '</span><span class="t"><span class="gold">{}</span><span class="pred">{}</span></span></span>')
     for w, (word, g, p, prob) in enumerate(zip(words, gold, pred, probs)):
         read = p is not None
-        classes = "tagw" + ("" if not read or p == g else " wrong") + (" focus" if w == selected else "")
+        classes = "tagw" + ("" if p == g else " wrong" if read else " unread") + (" focus" if w == selected else "")
         title = (HTML("{}: gold {} · predicted {} ({:.1%})").format(word, g, p, float(prob)) if read else
                  HTML("{}: gold {} · not read by the model (cut off by the maximum length)").format(word, g))
         parts.append(block.format(classes, w, g, p if read else "", title, word, g, p if read else "—"))

@@ -35,6 +35,7 @@ CSS = """
 .cls .p { float: right; margin-left: 8px; font-variant-numeric: tabular-nums; }
 .cls .delta { position: relative; display: block; font-size: 11px; color: #555; }
 .cls.target { border: 2px solid #222; }
+.cls.more { min-width: 0; color: #555; border-style: dashed; }
 .cls.gold .name::after { content: " \\2605"; color: #b8860b; }
 .tagstrip { display: flex; flex-wrap: wrap; gap: 4px 6px; padding: 4px 6px; border: 1px solid #ddd;
             border-radius: 4px; background: #fff; max-height: 12em; overflow-y: auto; }
@@ -42,8 +43,10 @@ CSS = """
         cursor: pointer; line-height: 1.3; }
 .tagw:hover { outline: 1px solid #888; }
 .tagw.focus { outline: 2px solid #222; background: #f3f3f3; }
+.tagw .t { display: flex; gap: 2px; }
 .tagw .gold, .tagw .pred { font-size: 10px; color: #555; }
 .tagw .pred::before { content: "\\2192 "; color: #999; }
+.tagw:not(.wrong):not(.unread) .pred { display: none; }
 .tagw.wrong .pred { color: #d62728; font-weight: bold; }
 .tagw.wrong .w { text-decoration: underline wavy #d62728; }
 .hgrid { display: grid; gap: 2px; align-items: stretch; }
