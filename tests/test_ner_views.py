@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 from html.parser import HTMLParser
 
 import numpy as np
@@ -270,7 +271,14 @@ def test_a_word_row_shows_its_sentence_with_gold_and_predicted_tags(ner_run, ref
     assert len([k for k in model._memo if k[0] == "forward"]) == 1
 
 
-def test_pruning_through_the_view_equals_gating_directly(ner_run, reference):
+@pytest.mark.parametrize("baseline", ["extracted", "fresh"])
+def test_pruning_through_the_view_equals_gating_directly(ner_run, reference, baseline, tmp_path):
+    """The unpruned side comes from the checkpoint's extracted logits, or, in a copy of the run without them, from
+    a fresh forward: both equal a direct forward of each sentence."""
+    if baseline == "fresh":
+        shutil.copytree(ner_run, tmp_path / "run")
+        ner_run = tmp_path / "run"
+        shutil.rmtree(ner_run / "store.zarr" / "checkpoints" / Run(str(ner_run)).checkpoints[-1] / "logits")
     state = ExplorerState(str(ner_run))
     instance, heads = InstanceView(state=state), HeadView(state=state)
     run = Run(str(ner_run))
@@ -306,7 +314,7 @@ def test_pruning_through_the_view_equals_gating_directly(ner_run, reference):
             f1_score(gold, [[NER_TAGS[t] for t in sentence_tags] for sentence_tags in tags]))
     assert instance._selection.visible and f"**{len(rows)}** words in {len(spans)} sentences" in \
         instance._selection.object and f"tags changed: **{flipped}**" in instance._selection.object
-    assert change["pruned"] == [list(h) for h in pruned]
+    assert change["pruned"] == [list(h) for h in pruned] and change["baseline"] == baseline
 
 
 # ---------------------------------------------------------------------------------------------------- the unit

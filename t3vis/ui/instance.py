@@ -389,19 +389,27 @@ class InstanceView(pn.viewable.Viewer):
         return change
 
     async def _repredict_words(self, server, rows: np.ndarray, pruned, progress) -> dict:
-        """Words: their sentences, both sides predicted afresh the same way (batched, bf16 where fast)."""
+        """Words: their sentences; the unpruned side from the checkpoint's extracted per-word logits where it has
+        them (half the work), else predicted afresh like the pruned side (batched, bf16 where fast)."""
         state = self.state
+        checkpoint = self.model.checkpoint()
         sentences, words, gold = await acall(self.model.sentences_of, rows)
+        stored = await acall(checkpoint.logits, np.concatenate(sentences)) if sentences else None
         n = len(sentences)
+        steps = n if stored is not None else 2 * n
 
         def report(offset):
-            return lambda done, _: progress(offset + done, 2 * n)
+            return lambda done, _: progress(offset + done, steps)
 
-        before = await server.apredict_words(words, (), max_length=state.run.max_length, progress=report(0))
-        after = await server.apredict_words(words, pruned, max_length=state.run.max_length, progress=report(n))
+        if stored is not None:
+            before = np.split(stored, np.cumsum([len(s) for s in sentences])[:-1])
+        else:
+            before = await server.apredict_words(words, (), max_length=state.run.max_length, progress=report(0))
+        after = await server.apredict_words(words, pruned, max_length=state.run.max_length,
+                                            progress=report(steps - n))
         change = await acall(tag_change, gold, before, after, [np.isin(s, rows) for s in sentences],
                              list(state.run.label_names))
-        change["baseline"] = "fresh"
+        change["baseline"] = "fresh" if stored is None else "extracted"
         return change
 
 
