@@ -1,6 +1,6 @@
 """Nothing outlives its owner: a LocalCluster's workers die with a SIGKILLed driver; ``panel serve apps/`` exits
-within 5 s of SIGTERM, and so do the servers ``--num-procs`` forks. Real processes throughout: the pipelines' cluster helper in a driver subprocess, and the
-plain ``panel serve`` command the README documents."""
+within 5 s of SIGTERM, and so do the servers ``--num-procs`` forks. Real processes throughout: the pipelines' cluster
+helper in a driver subprocess, and the plain ``panel serve`` command the README documents."""
 
 import subprocess
 import sys

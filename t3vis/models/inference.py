@@ -236,10 +236,10 @@ def predict_logits(model: nn.Module, token_ids: Sequence[Sequence[int]], *, pad_
     offsets = None if positions is None else unit_offsets(positions)
     if feature_units is not None and positions is None:
         raise ValueError("predict_logits: feature_units needs positions (a token classifier's units)")
-    # where each unit's features go (-1: not asked for)
+    feature_row = None  # where each unit's features go (-1: not asked for)
     if feature_units is not None:
         feature_units = np.asarray(feature_units, bool)
-    feature_row = None if feature_units is None else np.where(feature_units, np.cumsum(feature_units) - 1, -1)
+        feature_row = np.where(feature_units, np.cumsum(feature_units) - 1, -1)
     features: np.ndarray | None = None
     out: np.ndarray | None = None
     try:

@@ -5,9 +5,9 @@ tag on its first sub-token, the others ignored by the loss, ``t3vis.data.subword
 epoch: the gold-tag probability, prediction, loss and margin, at the end of the epoch (eval mode) and in training
 (before each update), exactly as classification records them per example; at the end of the epoch, for a corpus
 with an ``O`` tag, also the given tag's and type's probability among the entity tags and the type's share among the
-word's nearest entity words (``typed_gold_prob``, ``type_prob``, ``neighbour_type_prob``: the word scores' inputs). Words the truncation cut off are not
-measured (NaN, prediction -1). Each epoch also reports entity-level precision, recall and F1 per split and per
-type (``seqeval``, the CoNLL convention), against the split's gold tags.
+word's nearest entity words (``typed_gold_prob``, ``type_prob``, ``neighbour_type_prob``: the word scores' inputs).
+Words the truncation cut off are not measured (NaN, prediction -1). Each epoch also reports entity-level precision,
+recall and F1 per split and per type (``seqeval``, the CoNLL convention), against the split's gold tags.
 
 Use it from your own loop like ``DynamicsRecorder`` (rows passed to ``record_batch`` are sentence rows, logits
 ``[sentences, tokens, tags]``)::
@@ -70,6 +70,7 @@ class WordDynamicsRecorder(DynamicsRecorder):
     def __init__(self, run_dir, examples, **kwargs):
         kwargs.setdefault("task", "token_classification")
         super().__init__(run_dir, examples, **kwargs)
+        self._entity_features: np.ndarray | None = None  # the last measurement's, until epoch_extras takes them
 
     # -------------------------------------------------------------- what the token task changes
     def _as_dataset(self, examples, **columns):
@@ -157,7 +158,7 @@ class WordDynamicsRecorder(DynamicsRecorder):
         outside = self.label_names.index(OUTSIDE)
         extras = {"typed_gold_prob": typed_gold_prob(logits, self.labels, outside),
                   "type_prob": type_prob(logits, self.labels, outside, self.label_names)}
-        features, self._entity_features = getattr(self, "_entity_features", None), None
+        features, self._entity_features = self._entity_features, None
         if features is not None:
             names = tag_types(self.label_names)
             kinds = sorted({name for i, name in enumerate(names) if i != outside})

@@ -242,7 +242,8 @@ def word_tags(logits: np.ndarray) -> np.ndarray:
 def tags_html(words, gold, pred, probs, *, selected: int | None = None) -> HTML:
     """A sentence as a strip of clickable words (``data-click="word:<w>"``), each over its gold tag and, where they
     differ, its predicted tag: a prediction that differs from the gold tag is marked ``wrong`` (red), a word not read
-    ``unread``, the selected word ``focus``. ``gold``/``pred`` are tag names (``pred`` None: a word the model did not read, shown "—"),
+    ``unread``, the selected word ``focus``. ``gold``/``pred`` are tag names (``pred`` None: a word the model did not
+    read, shown "—"),
     ``probs`` the predicted tags' probabilities. Tags ride along as ``data-gold``/``data-pred`` for tests."""
     parts = [HTML('<div class="tagstrip">')]
     # two lines per word: the word, then its gold tag, followed by the prediction only where it differs (or the
