@@ -45,26 +45,6 @@ class TokenClassification(Task):
 TOKEN_CLASSIFICATION = TokenClassification()
 
 
-def typed_gold_prob(logits: np.ndarray, labels: np.ndarray, outside: int) -> np.ndarray:
-    """Each word's given tag's probability among the entity tags only (softmax over every tag but ``outside``):
-    whether the model agrees with the word's *type*, however sure it is that the word is an entity at all. NaN for
-    words tagged ``outside`` and for words without logits (cut off). Float64 softmax, float32 out."""
-    logits = np.asarray(logits, np.float64)
-    labels = np.asarray(labels, np.int64)
-    entity = np.delete(logits, outside, axis=1)
-    shifted = entity - entity.max(axis=1, keepdims=True)
-    probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
-    column = np.clip(labels - (labels > outside), 0, entity.shape[1] - 1)  # the tag's column once O is removed
-    out = probs[np.arange(len(labels)), column]
-    out[labels == outside] = np.nan
-    return out.astype(np.float32)
-
-
-#: Nearest entity words whose given types ``neighbour_type_prob`` counts (measured on the Twitter NER demo: 50 ranks
-#: flips best on seeds 0 and 1 among 10-200; benchmarks/RESULTS.md "Token classification").
-TYPE_NEIGHBOURS = 50
-
-
 def tag_types(label_names: Sequence[str]) -> list[str]:
     """Each tag's entity type: ``B-x`` and ``I-x`` share ``x``; ``O`` has ``""``; any other name is its own type."""
     from ..data.tagging import parse_tag
@@ -72,20 +52,41 @@ def tag_types(label_names: Sequence[str]) -> list[str]:
     return [part[1] if (part := parse_tag(name)) else str(name) for name in label_names]
 
 
-def type_prob(logits: np.ndarray, labels: np.ndarray, outside: int, label_names: Sequence[str]) -> np.ndarray:
-    """Each word's given *type*'s probability among the entity tags (softmax over every tag but ``outside``, the
-    ``B-`` and ``I-`` tags of the type summed): whether the model agrees with the type, wherever it puts the mention's
-    boundary. NaN for words tagged ``outside`` and for words without logits. Float64 softmax, float32 out."""
-    logits = np.asarray(logits, np.float64)
+def entity_probs(logits: np.ndarray, outside: int) -> np.ndarray:
+    """Each word's probabilities among the entity tags only: a float64 softmax over every tag but ``outside``,
+    columns in tag order with ``outside`` left out (NaN rows for words without logits)."""
+    entity = np.delete(np.asarray(logits, np.float64), outside, axis=1)
+    shifted = entity - entity.max(axis=1, keepdims=True)
+    return np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+
+
+def typed_gold_prob(logits: np.ndarray, labels: np.ndarray, outside: int) -> np.ndarray:
+    """Each word's given tag's probability among the entity tags only (``entity_probs``): whether the model agrees
+    with the word's *type*, however sure it is that the word is an entity at all. NaN for words tagged ``outside``
+    and for words without logits (cut off). Float32 out."""
     labels = np.asarray(labels, np.int64)
-    entity = [t for t in range(logits.shape[1]) if t != outside]
-    shifted = logits[:, entity] - logits[:, entity].max(axis=1, keepdims=True)
-    probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
-    types = np.asarray(tag_types(label_names), object)
-    same_type = types[np.asarray(entity)][None, :] == types[labels][:, None]  # [words, entity tags]
-    out = (probs * same_type).sum(axis=1)
-    out[(labels == outside) | np.isnan(probs).any(axis=1)] = np.nan
+    probs = entity_probs(logits, outside)
+    column = np.clip(labels - (labels > outside), 0, probs.shape[1] - 1)  # the tag's column once O is removed
+    out = probs[np.arange(len(labels)), column]
+    out[labels == outside] = np.nan
     return out.astype(np.float32)
+
+
+def type_prob(logits: np.ndarray, labels: np.ndarray, outside: int, label_names: Sequence[str]) -> np.ndarray:
+    """Each word's given *type*'s probability among the entity tags (``entity_probs``, the ``B-`` and ``I-`` tags of
+    the type summed): whether the model agrees with the type, wherever it puts the mention's boundary. NaN for words
+    tagged ``outside`` and for words without logits. Float32 out."""
+    labels = np.asarray(labels, np.int64)
+    types = np.asarray(tag_types(label_names), object)
+    same_type = np.delete(types, outside)[None, :] == types[labels][:, None]  # [words, entity tags (columns)]
+    out = (entity_probs(logits, outside) * same_type).sum(axis=1)
+    out[labels == outside] = np.nan
+    return out.astype(np.float32)
+
+
+#: Nearest entity words whose given types ``neighbour_type_prob`` counts (measured on the Twitter NER demo: 50 ranks
+#: flips best on seeds 0 and 1 among 10-200; benchmarks/RESULTS.md "Token classification").
+TYPE_NEIGHBOURS = 50
 
 
 def neighbour_type_prob(features: np.ndarray, types: np.ndarray, n_types: int, k: int = TYPE_NEIGHBOURS,
