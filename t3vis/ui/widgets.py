@@ -14,7 +14,8 @@ from panel.custom import JSComponent
 
 from .text import HTML
 
-#: A readable warning box (Panel's Alert pane loses its contrast under the Material theme).
+#: A warning box drawn on a Markdown pane, in the Material palette's warning colours (``text.AlertPane`` is the
+#: alert with Panel's own box; it sets its own readable ink, ``text.ALERT_INK``).
 NOTICE_STYLE = {"background": "#fff4e5", "color": "#5f2b00", "border-left": "4px solid #ed6c02",
                 "padding": "0 10px", "border-radius": "4px"}
 
