@@ -8,7 +8,8 @@ the UI thread in the shared pool of :mod:`t3vis.serving`, with this session's pr
 memoised per session (`session_model`) so the head view and this view share one forward pass.
 
 This module is the view only: what to compute when the state changes and what to show. The HTML of tokens and
-classes comes from the pure functions of :mod:`.tokens`; clicks come back through `widgets.ClickableHTML`.
+classes comes from the pure functions of :mod:`.tokens`, what re-predicting the selection computes from
+:mod:`.repredict`; clicks come back through `widgets.ClickableHTML`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import param
 
 from ..analysis.saliency import label_of
 from ..errors import T3VisError
-from ..serving import Encoding, Forward, NewestOnly, acall, normalize_pruned, prediction_change, session_model
+from ..serving import Encoding, Forward, NewestOnly, acall, normalize_pruned, session_model
+from .repredict import MAX_REPREDICT, repredict, selection_sample
 from .state import ExplorerState
 from .text import HTML, AlertPane, Markdown, MarkdownPane
 from .tokens import (
@@ -35,7 +37,6 @@ from .tokens import (
     pruning_summary,
     selection_summary,
     sequential_colours,
-    tag_change,
     tags_html,
     token_units,
     tokens_html,
@@ -44,8 +45,6 @@ from .tokens import (
 )
 from .widgets import NOTICE_STYLE, ClickableHTML
 
-#: Most examples the "re-predict selection" button runs (a larger selection is sampled, and says so).
-MAX_REPREDICT = 5_000
 #: The re-predicted selection's result: a callout under its button, so the eye finds it where it clicked.
 RESULT_STYLE = {"background": "#e8f1fb", "color": "#0b3c6f", "border-left": "4px solid #1976d2",
                 "padding": "0 10px", "border-radius": "4px"}
@@ -331,13 +330,6 @@ class InstanceView(pn.viewable.Viewer):
         self._selection.object = text
         self._selection.visible = bool(text)
 
-    def _selection_rows(self) -> tuple[np.ndarray, int | None]:
-        rows = self.state.rows()
-        if len(rows) <= MAX_REPREDICT:
-            return rows, None
-        rng = np.random.default_rng(0)
-        return np.sort(rng.choice(rows, MAX_REPREDICT, replace=False)), len(rows)
-
     async def _on_repredict(self, event=None) -> None:
         await self.repredict_selection()
 
@@ -348,7 +340,7 @@ class InstanceView(pn.viewable.Viewer):
         pruned = normalize_pruned(state.pruned_heads)
         if state.run is None or not pruned:
             return None
-        rows, sampled_from = self._selection_rows()
+        rows, sampled_from = selection_sample(self.state.rows())
         self._repredict.disabled = True
         self._progress.visible, self._progress.value = True, 0
         unit = "words" if self.model.per_word else "examples"
@@ -358,9 +350,7 @@ class InstanceView(pn.viewable.Viewer):
             self._progress.value = int(100 * done / max(total, 1))
 
         try:
-            server = await self.model.server()
-            repredict = self._repredict_words if self.model.per_word else self._repredict_examples
-            change = await repredict(server, rows, pruned, progress)
+            change = await repredict(state, self.model, await self.model.server(), rows, pruned, progress)
         except T3VisError as err:
             self._say(Markdown("Cannot re-predict: {}").format(err))
             return None
@@ -371,45 +361,6 @@ class InstanceView(pn.viewable.Viewer):
         self._say(Markdown("**Selection re-predicted** with {} pruned head{}: ").format(
             len(pruned), "s" if len(pruned) != 1 else "") + selection_summary(change, sampled_from))
         self.last_change = change
-        return change
-
-    async def _repredict_examples(self, server, rows: np.ndarray, pruned, progress) -> dict:
-        """Examples: the unpruned side from the checkpoint's extracted logits where it has them."""
-        state = self.state
-        checkpoint = self.model.checkpoint()
-        texts, stored = await acall(lambda: ([str(t) for t in state.data.text(rows)], checkpoint.logits(rows)))
-        labels = np.asarray(state.data.values("label"))[rows] if "label" in state.data.attributes else None
-        before, after = await server.apredict_pruning(texts, labels, pruned, stored_logits=stored,
-                                                      max_length=state.run.max_length, progress=progress)
-        change = prediction_change(before, after)
-        if labels is not None and len(labels):
-            change["accuracy_before"] = float((before.pred == labels).mean())
-            change["accuracy_after"] = float((after.pred == labels).mean())
-        change["baseline"] = "fresh" if stored is None else "extracted"
-        return change
-
-    async def _repredict_words(self, server, rows: np.ndarray, pruned, progress) -> dict:
-        """Words: their sentences; the unpruned side from the checkpoint's extracted per-word logits where it has
-        them (half the work), else predicted afresh like the pruned side (batched, bf16 where fast)."""
-        state = self.state
-        checkpoint = self.model.checkpoint()
-        sentences, words, gold = await acall(self.model.sentences_of, rows)
-        stored = await acall(checkpoint.logits, np.concatenate(sentences)) if sentences else None
-        n = len(sentences)
-        steps = n if stored is not None else 2 * n
-
-        def report(offset):
-            return lambda done, _: progress(offset + done, steps)
-
-        if stored is not None:
-            before = np.split(stored, np.cumsum([len(s) for s in sentences])[:-1])
-        else:
-            before = await server.apredict_words(words, (), max_length=state.run.max_length, progress=report(0))
-        after = await server.apredict_words(words, pruned, max_length=state.run.max_length,
-                                            progress=report(steps - n))
-        change = await acall(tag_change, gold, before, after, [np.isin(s, rows) for s in sentences],
-                             list(state.run.label_names))
-        change["baseline"] = "fresh" if stored is None else "extracted"
         return change
 
 
