@@ -102,14 +102,15 @@ def _percentile_ranks(*scores: np.ndarray) -> list[np.ndarray]:
 
 
 def _type_confidence(typed_gold_prob: np.ndarray, gold_prob: np.ndarray) -> np.ndarray:
+    """1 - the last epoch's agreement with an entity word's type; for words without one (NaN: tagged O), 1 - p(O)."""
     typed, gold = np.asarray(typed_gold_prob, np.float64)[-1], np.asarray(gold_prob, np.float64)[-1]
     return np.where(np.isnan(typed), 1.0 - gold, 1.0 - typed)
 
 
 def _type_consensus(type_prob: np.ndarray, neighbour_type_prob: np.ndarray, gold_prob: np.ndarray) -> np.ndarray:
-    typed, near = np.asarray(type_prob, np.float64)[-1], np.asarray(neighbour_type_prob, np.float64)[-1]
-    gold = np.asarray(gold_prob, np.float64)[-1]
-    return np.where(np.isnan(typed) | np.isnan(near), 1.0 - gold, 1.0 - np.sqrt(typed * near))
+    """``_type_confidence`` of the geometric mean of the tagger's and the neighbours' probability of the type."""
+    agreement = np.sqrt(np.asarray(type_prob, np.float64)[-1:] * np.asarray(neighbour_type_prob, np.float64)[-1:])
+    return _type_confidence(agreement, gold_prob)
 
 
 def _aum_ensemble(train_margin: np.ndarray, margin: np.ndarray) -> np.ndarray:
@@ -150,8 +151,7 @@ register_score(MislabelScore(
     "type_confidence", "(token runs) 1 - the probability of the given tag among the entity tags only (every tag but "
     "O), in eval mode at the last epoch's end: whether the tagger agrees with an entity word's type, however sure it "
     "is that the word is an entity; for words tagged O, 1 - p(O) (how much it takes the word for an entity).",
-    0.0, 1.0, ("typed_gold_prob", "gold_prob"), lambda typed_gold_prob, gold_prob: _type_confidence(
-        typed_gold_prob, gold_prob)))
+    0.0, 1.0, ("typed_gold_prob", "gold_prob"), _type_confidence))
 register_score(MislabelScore(
     "type_consensus", "(token runs) 1 - the geometric mean of two probabilities of an entity word's given type, at "
     "the last epoch's end: the tagger's (its B- and I- tags among the entity tags) and its neighbours' (the share of "

@@ -30,7 +30,7 @@ from .config import ROWS
 from .demo import Progress, TrainConfig, fine_tune, quiet, saved_label_names
 from ..models.inference import fast_bf16, model_device, pad_token_id, predict_logits, tokenize, unit_offsets
 from ..tasks import get_task, unit_outputs
-from ..tasks.token_classification import sentence_spans
+from ..tasks.token_classification import sentence_spans, tag_types
 from .recorder import parameters_finite
 from .words import padded_labels
 
@@ -82,7 +82,7 @@ def sentence_folds(strata: Sequence, folds: int, seed: int = 0) -> np.ndarray:
 def rarest_types(tags: Sequence[np.ndarray], label_names: Sequence[str]) -> list[str]:
     """Each sentence's rarest entity type among ``tags`` (its words' tag ids; types counted over all the
     sentences' words, BIO prefixes dropped), "" for a sentence without one: what ``sentence_folds`` stratifies."""
-    types = np.array([name.split("-", 1)[-1] if name != "O" else "" for name in label_names], dtype=object)
+    types = np.array(tag_types(label_names), dtype=object)
     words = types[np.concatenate(tags)] if len(tags) else np.array([], object)
     kinds, counts = np.unique(words[words != ""].astype(str), return_counts=True)
     total = dict(zip(kinds, counts))
