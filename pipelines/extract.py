@@ -43,21 +43,9 @@ class ChunkTask:
 
 
 def array_layout(run, chunk_rows: int) -> dict[str, tuple[tuple, np.dtype, tuple]]:
-    """name -> (shape, dtype, chunks) of each extracted array of a checkpoint."""
-    n, layers = run.n_examples, run.num_layers + 1
-    hidden, classes = int(run.model["hidden_size"]), len(run.label_names)
-    rows = max(1, min(chunk_rows, n))
-    layout = {
-        "hidden_cls": ((layers, n, hidden), np.float16, (1, rows, hidden)),
-        "hidden_mean": ((layers, n, hidden), np.float16, (1, rows, hidden)),
-        "logits": ((n, classes), np.float32, (rows, classes)),
-        "loss": ((n,), np.float32, (rows,)),
-        "pred": ((n,), np.int16, (rows,)),
-        "gold_prob": ((n,), np.float32, (rows,)),
-        "length": ((n,), np.int32, (rows,)),
-    }
-    assert tuple(layout) == schema.EXTRACTED_ARRAYS
-    return layout
+    """name -> (shape, dtype, chunks) of each extracted array of a checkpoint of ``run``."""
+    return schema.extracted_layout(run.n_examples, run.num_layers, int(run.model["hidden_size"]),
+                                   len(run.label_names), chunk_rows)
 
 
 def unit_of(checkpoint: str, array: str) -> str:
@@ -135,27 +123,9 @@ def plan_checkpoint(run, writer: RunWriter, name: str, chunk_rows: int) -> list[
     done = set(range(n_chunks))
     for array, unit in pending_units.items():
         shape, dtype, chunks = layout[array]
-        writer.staged_array(unit, shape, dtype, chunks, attrs=_array_attrs(array))
+        writer.staged_array(unit, shape, dtype, chunks, attrs=schema.HIDDEN_ATTRS.get(array))
         done &= writer.chunks_done(unit)
     return [i for i in range(n_chunks) if i not in done]
-
-
-def _array_attrs(array: str) -> dict:
-    if array == "hidden_cls":
-        return {"pooling": "cls", "note": "the token the classifier reads: first for encoders, last real token for "
-                                          "decoders; layer 0 is the embedding output"}
-    if array == "hidden_mean":
-        return {"pooling": "mean", "note": "mean over real (non-padding) tokens; layer 0 is the embedding output"}
-    return {}
-
-
-def commit_checkpoint(writer: RunWriter, name: str, attrs: dict | None = None) -> None:
-    """Move the checkpoint's seven finished units into the store, then write its completion marker."""
-    for array in schema.EXTRACTED_ARRAYS:
-        unit = unit_of(name, array)
-        if not writer.is_done(unit):
-            writer.commit(unit)
-    writer.mark_checkpoint_complete(name, **(attrs or {}))
 
 
 def run_extract(client, url: str, *, checkpoints: list[str] | None = None, chunk_rows: int = schema.CHUNK_ROWS,
@@ -177,7 +147,7 @@ def run_extract(client, url: str, *, checkpoints: list[str] | None = None, chunk
         for name, pending in plans.items():
             if pending is None or pending == []:  # [] when killed after the last chunk, before the commit
                 if not run.checkpoint(name).complete:
-                    commit_checkpoint(writer, name, {"extract": attrs})
+                    writer.commit_checkpoint(name, extract=attrs)
                 summary["checkpoints"][name] = "already done"
     futures, remaining, describe = [], {}, {}
     rows = max(1, min(chunk_rows, run.n_examples))
@@ -204,7 +174,7 @@ def run_extract(client, url: str, *, checkpoints: list[str] | None = None, chunk
                                 "pipeline ran (is another pipeline writing this run?); rerun to resume")
         remaining[name] -= 1
         if remaining[name] == 0:
-            commit_checkpoint(writer, name, {"extract": attrs})
+            writer.commit_checkpoint(name, extract=attrs)
             summary["checkpoints"][name] = "extracted"
 
     results = gather(client, futures, desc="extract", progress=progress, on_result=on_result,

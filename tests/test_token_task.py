@@ -12,13 +12,14 @@ import torch
 import torch.nn.functional as F
 from transformers import BertConfig
 
+from t3vis.errors import TrainingError
 from t3vis.models import save_model
 from t3vis.models.loading import load_checkpoint
 from t3vis.store import Run, validate
 from t3vis.tasks import get_task
 from t3vis.tasks.token_classification import sentence_offsets, unit_frame, word_contexts
 from t3vis.training.config import TrainConfig
-from t3vis.training.words import entity_scores
+from t3vis.training.words import WordDynamicsRecorder, entity_scores
 from tests.fixtures import (  # noqa: F401 (one_thread: autouse)
     NER_TAGS,
     TINY_CONFIG,
@@ -307,6 +308,11 @@ def test_train_run_fine_tunes_a_tagger_from_a_base_model_directory(tmp_path):
     epochs = run.attrs["training"]["epochs"]
     assert all("validation_entity_f1" in e for e in epochs)
     assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]  # it learns
+
+
+def test_token_runs_are_extracted_by_the_pipelines_not_the_recorder(tmp_path):
+    with pytest.raises(TrainingError, match="extract=True is for sequence classification"):
+        WordDynamicsRecorder(tmp_path / "run", tagged(5), extract=True)
 
 
 def test_unit_frame_and_contexts():

@@ -448,6 +448,44 @@ def test_fine_tune_is_deterministic_for_a_seed_and_reports_progress(base_model, 
     assert first.gold_prob[-1, :120].mean() > first.gold_prob[0, :120].mean()  # it learns
 
 
+def test_train_run_extracts_each_checkpoint_in_the_pass_that_measures_it(base_model, tmp_path):
+    """``train_run`` writes every checkpoint's extracted arrays while training: equal to the extraction of the saved
+    weights, the epoch's dynamics from the very same pass, and nothing left for the pipelines' extract step."""
+    from pipelines.build import PIPELINE_STEPS, extraction_pending, pipeline_fraction
+    from pipelines.extract import plan_checkpoint
+    from t3vis.analysis.extraction import extract
+    from t3vis.data import from_frame
+    from t3vis.store import RunWriter, schema
+
+    ds = from_frame(pd.read_csv(base_model / "data.csv"), label_names=LABELS)
+    ds = ds.with_frame(ds.frame.assign(split=np.where(np.arange(150) < 120, "train", "validation")))
+    path = train_run(tmp_path / "run", ds, model_path=base_model / "model",
+                     config=TrainConfig(epochs=2, learning_rate=3e-3, max_length=48, seed=0, bf16=False))
+    run, writer = Run(path), RunWriter(str(path))
+    assert validate(str(path)) == []
+    texts, labels = run.column("text").tolist(), run.column("label")
+    for epoch, name in enumerate(run.checkpoints):
+        checkpoint = run.checkpoint(name)
+        assert checkpoint.complete and checkpoint.attrs["extract"]["in"] == "training"
+        assert plan_checkpoint(run, writer, name, schema.CHUNK_ROWS) is None  # the pipelines skip it
+        model, tokenizer = load_checkpoint(path / "weights" / name)
+        expect = extract(model, tokenizer, texts, labels, max_length=48)
+        for array in schema.EXTRACTED_ARRAYS:
+            got = checkpoint.array(array)[...]
+            if array.startswith("hidden"):  # float16: one rounding step apart at most
+                np.testing.assert_allclose(got.astype(np.float32), expect[array].astype(np.float32),
+                                           rtol=2e-3, atol=2e-3)
+            else:
+                np.testing.assert_allclose(got, expect[array], rtol=1e-5, atol=1e-5)
+        if epoch:  # the epoch's dynamics are that pass's outputs
+            np.testing.assert_array_equal(run.dynamics().gold_prob[epoch - 1], checkpoint.array("gold_prob")[...])
+    # the demo's progress bar then leaves extraction out of the pipelines' share
+    assert not extraction_pending(path, None)
+    rest = {step: share for step, share in PIPELINE_STEPS.items() if step != "extract"}
+    assert pipeline_fraction({"extract": 1.0, "importance": 1.0}, rest) == pytest.approx(
+        PIPELINE_STEPS["importance"] / sum(rest.values()))
+
+
 def test_the_loop_records_in_training_dynamics_equal_to_a_recomputation(tmp_path):
     from t3vis.training.demo import fine_tune
 

@@ -66,16 +66,61 @@ def extract(model: nn.Module, tokenizer, texts, labels, *, batch_size: int = 64,
 
     Hidden states are ``[L+1, n, D]`` (layer 0 is the embedding output), the rest ``[n]`` or ``[n, C]``.
     """
-    labels = np.asarray(labels, dtype=np.int64)
     ids = tokenize(tokenizer, texts, max_length or model_max_length(model, tokenizer))
-    pad = pad_token_id(tokenizer, model)
-    n = len(ids)
+    return extract_ids(model, ids, labels, pad_id=pad_token_id(tokenizer, model), batch_size=batch_size, task=task)
+
+
+def extract_ids(model: nn.Module, ids, labels, *, pad_id: int, batch_size: int = 64, task: Task | None = None,
+                on_batch=None) -> dict[str, np.ndarray]:
+    """``extract`` of already tokenised inputs (``ids``: token id lists); ``on_batch(rows)`` after each batch."""
+    labels = np.asarray(labels, dtype=np.int64)
     out: dict[str, np.ndarray] = {}
     for rows in length_batches([len(x) for x in ids], batch_size):
-        input_ids, mask = pad_ids([ids[i] for i in rows], pad)
+        input_ids, mask = pad_ids([ids[i] for i in rows], pad_id)
         part = pooled_outputs(model, input_ids, mask, torch.as_tensor(labels[rows]), task)
-        _place(out, part, rows, n)
+        _place(out, part, rows, len(ids))
+        if on_batch is not None:
+            on_batch(len(rows))
     return out
+
+
+def extract_checkpoint(writer, name: str, model: nn.Module, ids, labels, *, pad_id: int, batch_size: int = 64,
+                       bf16: bool = False, task: Task | None = None, on_batch=None) -> np.ndarray:
+    """The pipelines' extraction of checkpoint ``name``, in this process, from a model in memory: the seven
+    arrays are staged chunk by chunk exactly as the Dask tasks stage them (same chunks, batches and cast), for
+    ``writer.commit_checkpoint`` once the checkpoint is registered. Returns the logits ``[n, C]``.
+
+    Why: the training recorder measures every example after each epoch anyway; keeping the hidden states of that
+    same forward pass spares the pipelines a second pass per checkpoint."""
+    from ..models.inference import measured_copy
+    from ..store import schema
+
+    measured = measured_copy(model, torch.bfloat16 if bf16 else next(model.parameters()).dtype)
+    was_training = model.training
+    measured.eval()
+    n, rows = len(ids), max(1, min(schema.CHUNK_ROWS, len(ids)))
+    labels = np.asarray(labels, np.int64)
+    units = {array: f"checkpoints/{name}/{array}" for array in schema.EXTRACTED_ARRAYS}
+    logits = None
+    try:
+        for index, start in enumerate(range(0, n, rows)):
+            block = slice(start, min(n, start + rows))
+            out = extract_ids(measured, ids[block], labels[block], pad_id=pad_id, batch_size=batch_size,
+                              task=task, on_batch=on_batch)
+            if logits is None:
+                layers, _, hidden = out["hidden_cls"].shape
+                layout = schema.extracted_layout(n, layers - 1, hidden, out["logits"].shape[1], rows)
+                for array, unit in units.items():
+                    writer.staged_array(unit, *layout[array], attrs=schema.HIDDEN_ATTRS.get(array))
+                logits = np.empty((n, out["logits"].shape[1]), np.float32)
+            for array, unit in units.items():
+                writer.write_chunk(unit, index, out[array])
+            for unit in units.values():
+                writer.mark_chunk(unit, index)
+            logits[block] = out["logits"]
+    finally:
+        model.train(was_training)
+    return logits if logits is not None else np.empty((0, 0), np.float32)
 
 
 def _place(out: dict[str, np.ndarray], part: dict[str, np.ndarray], rows: np.ndarray, n: int) -> None:

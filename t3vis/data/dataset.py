@@ -167,6 +167,33 @@ def from_frame(
     return TextDataset(frame, names, name, source, labels_are_ids=are_ids)
 
 
+def as_text_dataset(examples, *, label_names: list[str] | None = None, text_column: str = "text",
+                    label_column: str = "label"):
+    """A ``TextDataset`` from a ``TextDataset``, a pandas DataFrame or a ``datasets.Dataset``.
+
+    Rows keep their order (row i is example id i in the run). Without a ``split`` column every row is ``train``.
+    Integer labels without ``label_names`` keep their values as class ids (names ``"0"``, ``"1"``, ...), so
+    they still index the model's outputs.
+    """
+    if isinstance(examples, TextDataset):
+        return examples
+    name, source = "dataset", "<DataFrame>"
+    if hasattr(examples, "to_pandas") and hasattr(examples, "features"):  # a Hugging Face datasets.Dataset
+        feature = examples.features.get(label_column)
+        if label_names is None and getattr(feature, "names", None):
+            label_names = list(feature.names)
+        name, source = getattr(examples.info, "dataset_name", None) or "dataset", "<datasets.Dataset>"
+        examples = examples.to_pandas()
+    if not isinstance(examples, pd.DataFrame):
+        raise DatasetError(f"examples: got {type(examples).__name__}; expected a TextDataset, a pandas DataFrame "
+                           "or a datasets.Dataset with text and label columns")
+    if label_names is None and label_column in examples and pd.api.types.is_integer_dtype(examples[label_column]):
+        top = int(examples[label_column].max()) if len(examples) else 0
+        label_names = [str(i) for i in range(max(top + 1, 2))]
+    return from_frame(examples, text_column=text_column, label_column=label_column, label_names=label_names,
+                      name=name, source=source)
+
+
 def _require_columns(raw: pd.DataFrame, columns: list[str], where: str, what: str) -> None:
     for col in columns:
         if col not in raw.columns:

@@ -102,6 +102,28 @@ CHECKPOINT_ARRAYS = {
 }
 #: Arrays the extract step writes; a checkpoint is ``complete`` once these exist.
 EXTRACTED_ARRAYS = ("hidden_cls", "hidden_mean", "logits", "loss", "pred", "gold_prob", "length")
+#: What each pooled hidden-state array holds (its attrs).
+HIDDEN_ATTRS = {
+    "hidden_cls": {"pooling": "cls", "note": "the token the classifier reads: first for encoders, last real token "
+                                             "for decoders; layer 0 is the embedding output"},
+    "hidden_mean": {"pooling": "mean", "note": "mean over real (non-padding) tokens; layer 0 is the embedding output"},
+}
+
+
+def extracted_layout(n: int, layers: int, hidden: int, classes: int,
+                     chunk_rows: int = CHUNK_ROWS) -> dict[str, tuple[tuple, np.dtype, tuple]]:
+    """name -> (shape, dtype, chunks) of each extracted array of a checkpoint (``layers``: the model's, without the
+    embedding output); hidden states are chunked per layer, so a view reading one layer reads only that layer."""
+    rows = max(1, min(chunk_rows, n))
+    return {
+        "hidden_cls": ((layers + 1, n, hidden), np.float16, (1, rows, hidden)),
+        "hidden_mean": ((layers + 1, n, hidden), np.float16, (1, rows, hidden)),
+        "logits": ((n, classes), np.float32, (rows, classes)),
+        "loss": ((n,), np.float32, (rows,)),
+        "pred": ((n,), np.int16, (rows,)),
+        "gold_prob": ((n,), np.float32, (rows,)),
+        "length": ((n,), np.int32, (rows,)),
+    }
 POOLINGS = ("cls", "mean")
 PROJECTION_METHODS = ("umap", "tsne", "pca")
 #: A checkpoint's kNN graph of one layer (``pipelines/neighbours.py``): array name -> dtype, each ``[n, K]``.

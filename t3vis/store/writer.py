@@ -357,6 +357,15 @@ class RunWriter:
             group.attrs.update(attrs)
         group.attrs["complete"] = True
 
+    def commit_checkpoint(self, name: str, **attrs: Any) -> None:
+        """Move the checkpoint's finished staged extracted arrays into the store, then mark it complete (``attrs``:
+        how they were made)."""
+        for array in schema.EXTRACTED_ARRAYS:
+            unit = f"checkpoints/{name}/{array}"
+            if not self.is_done(unit):
+                self.commit(unit)
+        self.mark_checkpoint_complete(name, **attrs)
+
     def checkpoint_names(self) -> list[str]:
         g = self.root["checkpoints"]
         return sorted(g.group_keys(), key=lambda k: (g[k].attrs.get("step", 0), k))

@@ -95,14 +95,15 @@ def train_run(path, dataset, *, model_path, config: TrainConfig = TrainConfig(),
     dataset = align(dataset, saved_label_names(model_path, "token" if tagging else "sequence"),
                     where=f"{model_path}/config.json id2label")
     recorder_class = WordDynamicsRecorder if tagging else DynamicsRecorder
+    # a sequence run's epoch measurements also write each checkpoint's hidden states (no second pass later)
     recorder = recorder_class(path, dataset, max_length=config.max_length, bf16=config.bf16,
-                              overwrite=overwrite, name=name,
+                              overwrite=overwrite, name=name, **({} if tagging else {"extract": True}),
                               training_args={"loop": "t3vis.training.demo", "config": asdict(config)})
     progress("loading model", 0.0)
     torch.manual_seed(config.seed)  # the new classification head and dropout draw from here
     model, tokenizer = recorder.task.load_model(model_path, label_names=recorder.label_names,
                                                 attn_implementation="sdpa")
-    recorder.start(model, tokenizer)
+    recorder.start(model, tokenizer, on_batch=lambda rows: progress("recording the pre-trained model", 0.0))
     fine_tune(model, recorder, config, progress=progress)
     recorder.finish()
     progress("trained", 1.0)

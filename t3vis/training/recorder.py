@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..errors import DatasetError, RunExistsError, TrainingError
+from ..errors import RunExistsError, TrainingError
 from ..models.loading import HEADS
 from ..models.inference import (  # noqa: F401 (fast_bf16, predict_logits, tokenize: re-exported)
     fast_bf16,
@@ -58,6 +58,7 @@ from ..models.inference import (  # noqa: F401 (fast_bf16, predict_logits, token
     resolve_max_length,
     tokenize,
 )
+from ..data.dataset import as_text_dataset
 from ..store import RunWriter, schema
 from ..store.location import Location
 from ..tasks import Task, get_task
@@ -72,38 +73,6 @@ MEASUREMENT = ("eval mode, no dropout, over all examples (train and validation) 
 def autocast(device: torch.device, enabled: bool):
     """bf16 autocast for training steps (measurement casts the weights instead, see ``predict_logits``)."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-# ------------------------------------------------------------------------------------------------ inputs
-def as_text_dataset(examples: Any, *, label_names: Sequence[str] | None = None, text_column: str = "text",
-                    label_column: str = "label"):
-    """A ``TextDataset`` from a ``TextDataset``, a pandas DataFrame or a ``datasets.Dataset``.
-
-    Rows keep their order (row i is example id i in the run). Without a ``split`` column every row is ``train``.
-    Integer labels without ``label_names`` keep their values as class ids (names ``"0"``, ``"1"``, ...), so
-    they still index the model's outputs.
-    """
-    import pandas as pd
-
-    from ..data import TextDataset, from_frame
-
-    if isinstance(examples, TextDataset):
-        return examples
-    name, source = "dataset", "<DataFrame>"
-    if hasattr(examples, "to_pandas") and hasattr(examples, "features"):  # a Hugging Face datasets.Dataset
-        feature = examples.features.get(label_column)
-        if label_names is None and getattr(feature, "names", None):
-            label_names = list(feature.names)
-        name, source = getattr(examples.info, "dataset_name", None) or "dataset", "<datasets.Dataset>"
-        examples = examples.to_pandas()
-    if not isinstance(examples, pd.DataFrame):
-        raise DatasetError(f"examples: got {type(examples).__name__}; expected a TextDataset, a pandas DataFrame "
-                           "or a datasets.Dataset with text and label columns")
-    if label_names is None and label_column in examples and pd.api.types.is_integer_dtype(examples[label_column]):
-        top = int(examples[label_column].max()) if len(examples) else 0
-        label_names = [str(i) for i in range(max(top + 1, 2))]
-    return from_frame(examples, text_column=text_column, label_column=label_column, label_names=label_names,
-                      name=name, source=source)
 
 
 # ------------------------------------------------------------------------------------------------ dynamics
@@ -189,24 +158,29 @@ class DynamicsRecorder:
     names integer ids (``label_names[i]`` is id i). At ``start`` they are aligned with the model's
     ``config.id2label`` (see the module docstring). ``bf16`` None measures bf16-cast weights where the hardware
     is fast at bf16, as the pipelines do (probabilities then agree with float32 to about 1e-2). An existing run
-    at ``run_dir`` is only replaced with ``overwrite=True``.
+    at ``run_dir`` is only replaced with ``overwrite=True``. ``extract`` also writes every checkpoint's extracted
+    arrays (the pipelines' extract step: pooled hidden states of every layer, logits, ...) from the forward pass
+    that measures it, which spares the pipelines a second pass per checkpoint (sequence classification).
     """
 
     def __init__(self, run_dir, examples, *, label_names: Sequence[str] | None = None, text_column: str = "text",
                  label_column: str = "label", max_length: int | None = None, batch_size: int = 64,
                  bf16: bool | None = None, overwrite: bool = False, name: str | None = None,
-                 training_args: Mapping[str, Any] | None = None, task: str | None = None):
+                 training_args: Mapping[str, Any] | None = None, task: str | None = None, extract: bool = False):
         self.loc = Location.of(str(run_dir))
         if self.loc.exists(schema.STORE_DIR) and not overwrite:
             raise RunExistsError(f"{self.loc.url}: already holds a run; pass overwrite=True (CLI: --overwrite) "
                                  "to replace it")
         self.task = get_task(task)
+        if extract and self.task.unit != "example":
+            raise TrainingError(f"{self.loc.url}: extract=True is for sequence classification; the pipelines "
+                                f"extract {self.task.label} runs")
         self._adopt(self._as_dataset(examples, label_names=label_names, text_column=text_column,
                                      label_column=label_column))
         #: string labels numbered in sorted order by us, not by the user: only a model's names can confirm them
         self._sorted_names = label_names is None and not getattr(self.dataset, "labels_are_ids", True)
         self.max_length, self.batch_size, self.bf16 = max_length, int(batch_size), bf16
-        self.overwrite, self.name = overwrite, name
+        self.overwrite, self.name, self.extract = overwrite, name, bool(extract)
         self.training_args = dict(training_args or {})
         self.writer: RunWriter | None = None
         self.tokenizer = None
@@ -284,13 +258,23 @@ class DynamicsRecorder:
         return predict_logits(model, self._token_ids, pad_id=pad_token_id(self.tokenizer),
                               batch_size=self.batch_size, bf16=bool(self.bf16), on_batch=on_batch)
 
+    def measure_checkpoint(self, model: torch.nn.Module, name: str, on_batch=None) -> np.ndarray:
+        """``measure``, also staging checkpoint ``name``'s extracted arrays from the same forward pass
+        (committed by ``_save_checkpoint``)."""
+        from ..analysis.extraction import extract_checkpoint
+
+        return extract_checkpoint(self.writer, name, model, self._token_ids, self.labels,
+                                  pad_id=pad_token_id(self.tokenizer), batch_size=self.batch_size,
+                                  bf16=bool(self.bf16), task=self.task, on_batch=on_batch)
+
     def metrics(self, dynamics: Mapping[str, np.ndarray]) -> dict[str, float]:
         """An epoch's metrics per split (accuracy and mean loss)."""
         return epoch_metrics(dynamics, self.labels, self.split)
 
     # -------------------------------------------------------------- lifecycle
-    def start(self, model: torch.nn.Module, tokenizer=None, *, step: int = 0) -> RunWriter:
-        """Create the run (examples, model and dataset attrs) and save the pre-trained state as ``epoch-0``."""
+    def start(self, model: torch.nn.Module, tokenizer=None, *, step: int = 0, on_batch=None) -> RunWriter:
+        """Create the run (examples, model and dataset attrs) and save the pre-trained state as ``epoch-0``
+        (with ``extract``, measured first: ``on_batch(rows)`` after each batch)."""
         from ..models import model_info
 
         if model is None:
@@ -320,6 +304,8 @@ class DynamicsRecorder:
             self.loc, examples=examples, label_names=label_names,
             model=model_info(model, tokenizer), dataset=self.dataset.describe(), name=self.name, task=self.task.name,
             overwrite=self.overwrite, extra_attrs={"training": self._training_attrs("running")})
+        if self.extract:
+            self.measure_checkpoint(model, "epoch-0", on_batch)
         self._save_checkpoint(model, 0, step)
         return self.writer
 
@@ -343,7 +329,8 @@ class DynamicsRecorder:
         if self.writer is None:
             raise TrainingError("DynamicsRecorder.on_epoch_end called before start(model, tokenizer)")
         epoch = len(self.history) + 1 if epoch is None else int(epoch)
-        logits = self.measure(model, on_batch)
+        logits = (self.measure_checkpoint(model, f"epoch-{epoch}", on_batch) if self.extract
+                  else self.measure(model, on_batch))
         if not np.isfinite(logits[self.measured]).all():
             self.fail(f"epoch {epoch}: the model's outputs are NaN/inf (training diverged)")
         dynamics = {**dynamics_from_logits(logits, self.labels, self.task), **self.epoch_extras(logits)}
@@ -390,6 +377,10 @@ class DynamicsRecorder:
         rel = self.writer.weights_dir(name)
         save_weights(self.loc, rel, model, self.tokenizer)
         self.writer.add_checkpoint(name, step=int(step), epoch=float(epoch), weights=rel)
+        if self.extract:
+            dtype = "bfloat16" if self.bf16 else str(next(model.parameters()).dtype).replace("torch.", "")
+            self.writer.commit_checkpoint(name, extract={"dtype": dtype, "max_length": self.max_length,
+                                                         "chunk_rows": schema.CHUNK_ROWS, "in": "training"})
         if name not in self.checkpoints:
             self.checkpoints.append(name)
 
