@@ -112,7 +112,8 @@ def trained(tmp_path_factory):
     model = tiny_model(len(LABELS), seed=0, **NO_DROPOUT)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     frame = examples()
-    callback = T3VisCallback(tmp / "run", examples=frame, label_names=LABELS, max_length=MAX_LENGTH, bf16=False)
+    callback = T3VisCallback(tmp / "run", examples=frame, label_names=LABELS, max_length=MAX_LENGTH, bf16=False,
+                             extract=True)
     log = ForwardLog(model)
     trainer_for(model, tokenizer, frame, tmp, [callback]).train()
     return {"run": Run(tmp / "run"), "model": model.eval(), "tokenizer": tokenizer, "initial": initial,
@@ -189,6 +190,9 @@ def test_callback_records_every_epoch_and_checkpoint(trained):
     assert [e["epoch"] for e in training["epochs"]] == [1, 2, 3]
     assert run.label_names == LABELS and run.n_examples == N and "source" in run.columns
     assert validate(run.loc.url) == []
+    # extract=True: every checkpoint's hidden states come with it, the epoch's dynamics from the same pass
+    assert all(run.checkpoint(c).complete for c in run.checkpoints)
+    np.testing.assert_array_equal(dynamics.gold_prob[-1], run.checkpoint("epoch-3").array("gold_prob")[...])
     # it learned something, so the dynamics carry signal
     assert training["epochs"][-1]["train_accuracy"] > 0.6
 

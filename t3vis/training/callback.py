@@ -40,24 +40,26 @@ class T3VisCallback(TrainerCallback):
     epoch end), the mean p(gold) and margin of its training forward passes, and a safetensors checkpoint;
     ``epoch-0`` is the model before training.
 
-    ``examples``: a ``TextDataset``, a pandas DataFrame or a ``datasets.Dataset`` with a text and a label column,
-    or for a token classifier a ``TaggedDataset`` (recorded per word) (and optionally ``split``: ``train``/``validation``; rows without one count as ``train``). Labels are class
-    names or integer ids (``label_names=`` names ids: ``label_names[i]`` is id i); names are numbered through the
-    model's ``config.label2id``, and labels the model does not know stop training with an error. Tokenized with
+    ``examples``: a ``TextDataset``, a pandas DataFrame or a ``datasets.Dataset`` with a text and a label column
+    (and optionally ``split``: ``train``/``validation``; rows without one count as ``train``), or for a token
+    classifier a ``TaggedDataset`` (recorded per word). Labels are class names or integer ids (``label_names=``
+    names ids: ``label_names[i]`` is id i); names are numbered through the model's ``config.label2id``, and labels
+    the model does not know stop training with an error. Tokenized with
     the Trainer's ``processing_class`` unless ``tokenizer`` is given, truncated at ``max_length`` (default:
     the model's limit, at most 512): use the length you train with. A NaN/inf loss stops training with a
     ``TrainingError``; the checkpoints written so far stay in the run. In distributed training only the main
-    process records.
+    process records. ``extract=True`` (sequence classification) also writes each checkpoint's hidden states from
+    the pass that measures it, so ``t3vis pipeline`` skips extraction.
     """
 
     def __init__(self, run_dir, examples, *, label_names: Sequence[str] | None = None, text_column: str = "text",
                  label_column: str = "label", tokenizer=None, max_length: int | None = None, batch_size: int = 64,
-                 bf16: bool | None = None, overwrite: bool = False, name: str | None = None):
+                 bf16: bool | None = None, overwrite: bool = False, name: str | None = None, extract: bool = False):
         self.tokenizer = tokenizer
         recorder = WordDynamicsRecorder if isinstance(examples, TaggedDataset) else DynamicsRecorder
         self.recorder = recorder(run_dir, examples, label_names=label_names, text_column=text_column,
                                          label_column=label_column, max_length=max_length, batch_size=batch_size,
-                                         bf16=bf16, overwrite=overwrite, name=name)
+                                         bf16=bf16, overwrite=overwrite, name=name, extract=extract)
         self._last_epoch = 0
         self._rows: dict[tuple[int, ...], list[int]] | None = None
         self._hook = None
