@@ -225,6 +225,27 @@ def test_method_and_layer_follow_the_checkpoint(small_run):
     assert state.spec("a") == PlotSpec("projection", state.checkpoint, "pca", state.layer)
 
 
+def test_opening_another_run_resets_the_choices_even_with_selects_linked(small_run, tmp_path):
+    """A run opened in place (a notebook) gets its own defaults, as a fresh page of it would, though the sidebar's
+    selects, linked to the state, see each choice's new options before its new value (panel#1963)."""
+    import panel_material_ui as pmui
+
+    from t3vis.store.synth import synth_run
+
+    synth_run(tmp_path / "six", 300, checkpoints=3, num_layers=6, num_heads=2, hidden_size=4, seed=2)
+    fresh = ExplorerState(tmp_path / "six")
+    state = ExplorerState(small_run)
+    selects = {name: pmui.Select.from_param(state.param[name]) for name in ("checkpoint", "method", "layer")}
+    for select in selects.values():
+        select.get_root()  # a rendered select processes its option changes (as on a page)
+    state.method = "pca"
+    state.open(str(tmp_path / "six"))
+    expected = {name: getattr(fresh, name) for name in ("checkpoint", "method", "layer")}
+    assert expected["method"] == "umap" and expected["layer"] == 6
+    assert {name: getattr(state, name) for name in expected} == expected
+    assert {name: select.value for name, select in selects.items()} == expected
+
+
 def test_bare_run_opens_and_says_what_is_missing(runs_dir):
     state = ExplorerState(runs_dir / "bare")
     assert state.spec("a") is None and state.spec("datamap") is None

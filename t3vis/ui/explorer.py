@@ -232,7 +232,8 @@ class Explorer(pn.viewable.Viewer):
         """The picker chose run ``name``. A served page goes to ``?run=NAME``, built fresh like any new page: opened
         in place, a run with other layers or methods left a select out of step with its plot (a select given new
         options and a new value in two steps falls back to its first option, panel#1963). A bad run is explained
-        here, keeping the current one; a notebook, with no URL to go to, opens the run in place."""
+        here, keeping the current one; a notebook, with no URL to go to, opens the run in place
+        (``ExplorerState.open`` then sets the choices again once their selects have their new options)."""
         if self._location is None:
             self.open_run(name)
         elif name == self._opened:

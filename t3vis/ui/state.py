@@ -31,6 +31,8 @@ SALIENCY_METHODS = list(METHODS)
 DEFAULT_COLOR_BY = ("label", "pred", "confidence")
 #: What a row of the table (and a point of the data map) is: a token run can show its sentences instead of words.
 UNITS = ("words", "sentences")
+#: The sidebar's choices whose options change with the run (``ExplorerState.open`` sets their defaults).
+CHOICES = ("checkpoint", "method", "layer", "checkpoint_b", "method_b", "layer_b", "color_by")
 
 
 class ExplorerState(param.Parameterized):
@@ -157,12 +159,18 @@ class ExplorerState(param.Parameterized):
                 self.param[f"checkpoint{suffix}"].objects = list(data.checkpoints)
             self.checkpoint = ckpts[-1] if ckpts else None
             self.checkpoint_b = ckpts[0] if ckpts else None
+            for choice in ("method", "layer", "method_b", "layer_b"):  # the new run's defaults, not the old choice
+                setattr(self, choice, None)
             self._sync_choices("")
             self._sync_choices("_b")
             self.param.color_by.objects = {"density": "", **{a.label: a.name for a in data.attributes.values()}}
             self.color_by = next((c for c in DEFAULT_COLOR_BY if c in data.attributes), "")
             self.message = _missing_message(data)
             self._update_masks()
+            chosen = {name: getattr(self, name) for name in CHOICES}
+        # a select linked to one of these, given its new options before its new value, writes its first option
+        # back (panel#1963: a run opened in place, as in a notebook); now that both have arrived, set them again
+        self.param.update({name: value for name, value in chosen.items() if getattr(self, name) != value})
 
     @param.depends("checkpoint", "method", watch=True)
     def _on_choice(self) -> None:
