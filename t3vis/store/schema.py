@@ -124,6 +124,8 @@ def extracted_layout(n: int, layers: int, hidden: int, classes: int,
         "gold_prob": ((n,), np.float32, (rows,)),
         "length": ((n,), np.int32, (rows,)),
     }
+
+
 POOLINGS = ("cls", "mean")
 PROJECTION_METHODS = ("umap", "tsne", "pca")
 #: A checkpoint's kNN graph of one layer (``pipelines/neighbours.py``): array name -> dtype, each ``[n, K]``.

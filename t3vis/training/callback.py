@@ -44,12 +44,11 @@ class T3VisCallback(TrainerCallback):
     (and optionally ``split``: ``train``/``validation``; rows without one count as ``train``), or for a token
     classifier a ``TaggedDataset`` (recorded per word). Labels are class names or integer ids (``label_names=``
     names ids: ``label_names[i]`` is id i); names are numbered through the model's ``config.label2id``, and labels
-    the model does not know stop training with an error. Tokenized with
-    the Trainer's ``processing_class`` unless ``tokenizer`` is given, truncated at ``max_length`` (default:
-    the model's limit, at most 512): use the length you train with. A NaN/inf loss stops training with a
-    ``TrainingError``; the checkpoints written so far stay in the run. In distributed training only the main
-    process records. ``extract=True`` (sequence classification) also writes each checkpoint's hidden states from
-    the pass that measures it, so ``t3vis pipeline`` skips extraction.
+    the model does not know stop training with an error. Tokenized with the Trainer's ``processing_class`` unless
+    ``tokenizer`` is given, truncated at ``max_length`` (default: the model's limit, at most 512): use the length
+    you train with. A NaN/inf loss stops training with a ``TrainingError``; the checkpoints written so far stay in
+    the run. In distributed training only the main process records. ``extract=True`` (sequence classification) also
+    writes each checkpoint's hidden states from the pass that measures it, so ``t3vis pipeline`` skips extraction.
     """
 
     def __init__(self, run_dir, examples, *, label_names: Sequence[str] | None = None, text_column: str = "text",

@@ -97,7 +97,7 @@ def train_run(path, dataset, *, model_path, config: TrainConfig = TrainConfig(),
     recorder_class = WordDynamicsRecorder if tagging else DynamicsRecorder
     # a sequence run's epoch measurements also write each checkpoint's hidden states (no second pass later)
     recorder = recorder_class(path, dataset, max_length=config.max_length, bf16=config.bf16,
-                              overwrite=overwrite, name=name, **({} if tagging else {"extract": True}),
+                              overwrite=overwrite, name=name, extract=not tagging,
                               training_args={"loop": "t3vis.training.demo", "config": asdict(config)})
     progress("loading model", 0.0)
     torch.manual_seed(config.seed)  # the new classification head and dropout draw from here

@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..data.dataset import as_text_dataset
 from ..errors import RunExistsError, TrainingError
 from ..models.loading import HEADS
 from ..models.inference import (  # noqa: F401 (fast_bf16, predict_logits, tokenize: re-exported)
@@ -58,7 +59,6 @@ from ..models.inference import (  # noqa: F401 (fast_bf16, predict_logits, token
     resolve_max_length,
     tokenize,
 )
-from ..data.dataset import as_text_dataset
 from ..store import RunWriter, schema
 from ..store.location import Location
 from ..tasks import Task, get_task
