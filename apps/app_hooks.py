@@ -10,8 +10,10 @@ the page model's list of children is already empty), the ``busy`` reference each
 ``pn.state``, and ``pn.state``'s per-document tables, whose values refer back to their (weak) key.
 
 With ``--num-procs N`` Bokeh forks N server processes that run ``on_server_loaded`` each; the parent only waits
-for them, and nothing told them when it was killed (they kept serving). Each now asks the kernel for a SIGTERM when
-its parent dies (``t3vis.processes.die_with_parent``).
+for them, and nothing told them when it was killed (they kept serving). Each now asks the kernel for a SIGKILL when
+its parent dies (``t3vis.processes.die_with_parent``): not a SIGTERM, which a forked server was once seen to ignore
+(Bokeh's handler sits on an asyncio loop; two SIGTERMs later it still served), and with its parent gone there is
+nothing left to shut down gently for.
 
 ``on_server_unloaded`` runs when the server stops (SIGTERM, Ctrl-C). Tearing down a heap of this size took the
 interpreter 2-6 s, mostly in the final garbage collections; freezing the heap first skips them. A watchdog then
@@ -22,6 +24,7 @@ import ctypes
 import faulthandler
 import gc
 import logging
+import signal
 
 log = logging.getLogger("t3vis.apps")
 READY = "t3vis explorer ready"
@@ -36,7 +39,7 @@ def on_server_loaded(server_context):
     if task_id() is not None:  # a process forked by --num-procs: end with the server that forked it
         from t3vis.processes import die_with_parent
 
-        die_with_parent()
+        die_with_parent(sig=signal.SIGKILL)
 
     from t3vis.ui.explorer import Explorer
     from t3vis.ui.runs import app_runs_dir, default_run

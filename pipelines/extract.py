@@ -76,10 +76,7 @@ def extract_chunk(task: ChunkTask) -> dict:
     units = [unit_of(task.checkpoint, a) for a in schema.EXTRACTED_ARRAYS]
     if not all(writer.is_staged(unit) for unit in units):
         return {"skipped": True}  # committed or reset meanwhile, by another driver: write nothing
-    for array, unit in zip(schema.EXTRACTED_ARRAYS, units):
-        writer.write_chunk(unit, task.index, out[array])
-    for unit in units:
-        writer.mark_chunk(unit, task.index)
+    writer.write_extracted_chunk(task.checkpoint, task.index, out)
     return {"rows": task.stop - task.start, "tokens": int(out["length"].sum()), "dtype": str(loaded.dtype),
             "seconds": time.perf_counter() - started, "torch_threads": torch.get_num_threads()}
 

@@ -4,6 +4,7 @@ helper in a driver subprocess, and the plain ``panel serve`` command the README 
 
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -105,12 +106,18 @@ def test_num_procs_servers_end_with_their_parent(tmp_path):
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     children: set[int] = set()
     said: list[str] = []
-    try:
+
+    def read() -> None:  # in a thread: a server that never says it is ready fails the test, never hangs it
         for line in proc.stdout:
             said.append(line)
-            if sum("t3vis explorer ready" in s for s in said) == 2:
-                break
-        assert proc.poll() is None, "two forked servers did not come up:\n" + "".join(said[-30:])
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        deadline = time.monotonic() + 180
+        while "".join(said).count("t3vis explorer ready") < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "".join(said).count("t3vis explorer ready") >= 2 and proc.poll() is None, \
+            "two forked servers did not come up:\n" + "".join(said[-30:])
         children = alive(descendants(proc.pid))
         assert len(children) >= 2, f"forked servers: {children}"
         proc.terminate()

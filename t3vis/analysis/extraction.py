@@ -100,7 +100,6 @@ def extract_checkpoint(writer, name: str, model: nn.Module, ids, labels, *, pad_
     measured.eval()
     n, rows = len(ids), max(1, min(schema.CHUNK_ROWS, len(ids)))
     labels = np.asarray(labels, np.int64)
-    units = {array: f"checkpoints/{name}/{array}" for array in schema.EXTRACTED_ARRAYS}
     logits = None
     try:
         for index, start in enumerate(range(0, n, rows)):
@@ -110,13 +109,11 @@ def extract_checkpoint(writer, name: str, model: nn.Module, ids, labels, *, pad_
             if logits is None:
                 layers, _, hidden = out["hidden_cls"].shape
                 layout = schema.extracted_layout(n, layers - 1, hidden, out["logits"].shape[1], rows)
-                for array, unit in units.items():
-                    writer.staged_array(unit, *layout[array], attrs=schema.HIDDEN_ATTRS.get(array))
+                for array in schema.EXTRACTED_ARRAYS:
+                    writer.staged_array(f"checkpoints/{name}/{array}", *layout[array],
+                                        attrs=schema.HIDDEN_ATTRS.get(array))
                 logits = np.empty((n, out["logits"].shape[1]), np.float32)
-            for array, unit in units.items():
-                writer.write_chunk(unit, index, out[array])
-            for unit in units.values():
-                writer.mark_chunk(unit, index)
+            writer.write_extracted_chunk(name, index, out)
             logits[block] = out["logits"]
     finally:
         model.train(was_training)

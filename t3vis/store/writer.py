@@ -292,6 +292,15 @@ class RunWriter:
                              f", got values of shape {np.shape(values)}")
         a[(slice(None),) * axis + (rows,)] = np.asarray(values).astype(a.dtype, copy=False)
 
+    def write_extracted_chunk(self, checkpoint: str, index: int, arrays: Mapping[str, np.ndarray]) -> None:
+        """Write row-chunk ``index`` of each of ``checkpoint``'s staged extracted arrays, then mark it in each (last:
+        a chunk is done once every array holds it)."""
+        units = {array: f"checkpoints/{checkpoint}/{array}" for array in schema.EXTRACTED_ARRAYS}
+        for array, unit in units.items():
+            self.write_chunk(unit, index, arrays[array])
+        for unit in units.values():
+            self.mark_chunk(unit, index)
+
     def chunk_done(self, unit: str, index: int) -> bool:
         return self.loc.exists(schema.PROGRESS_DIR, unit, f"{index}.done")
 
@@ -358,10 +367,8 @@ class RunWriter:
         group.attrs["complete"] = True
 
     def commit_checkpoint(self, name: str, **attrs: Any) -> None:
-        """Move the checkpoint's finished staged extracted arrays into the store, then mark it complete (``attrs``:
-        how they were made)."""
-        for array in schema.EXTRACTED_ARRAYS:
-            unit = f"checkpoints/{name}/{array}"
+        """Commit the checkpoint's staged extracted arrays, then mark it complete (``attrs``: how they were made)."""
+        for unit in (f"checkpoints/{name}/{array}" for array in schema.EXTRACTED_ARRAYS):
             if not self.is_done(unit):
                 self.commit(unit)
         self.mark_checkpoint_complete(name, **attrs)
