@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import posixpath
+import uuid
 from contextlib import contextmanager
 
 import numpy as np
@@ -32,7 +33,8 @@ def open_run(url: str) -> tuple[Run, RunWriter]:
     """The run for reading and writing; a PipelineError at once if the store cannot be written."""
     run = Run(url)
     writer = RunWriter(run.loc)
-    probe = posixpath.join(schema.PROGRESS_DIR, ".write-test")
+    # a name of its own: steps run at once after extraction, and one's clean-up must not remove another's probe
+    probe = posixpath.join(schema.PROGRESS_DIR, f".write-test-{uuid.uuid4().hex}")
     try:
         run.loc.touch(probe)
         run.loc.rm(probe)

@@ -142,6 +142,20 @@ def assert_same_store(a, b) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- inference
+def test_steps_opening_the_run_at_once_never_see_it_unwritable(tmp_path):
+    """After extraction the other steps start together, each probing that the store is writable: with one shared
+    probe file, one step's clean-up removed another's probe and it reported the store unwritable (a CI failure)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipelines.common import open_run
+
+    path = make_tiny_run(tmp_path, n=20, checkpoints=1)
+    with ThreadPoolExecutor(8) as pool:
+        opened = list(pool.map(lambda _: open_run(path)[0].n_examples, range(400)))
+    assert opened == [20] * 400
+    assert not [p for p in (Path(path) / schema.PROGRESS_DIR).glob(".write-test*")]  # each probe cleaned up
+
+
 def test_length_sorted_batches_equal_one_example_at_a_time(tmp_path):
     path = make_tiny_run(tmp_path, n=40, checkpoints=1)
     run = Run(path)
