@@ -92,16 +92,13 @@ def extract_checkpoint(writer, name: str, model: nn.Module, ids, labels, *, pad_
 
     Why: the training recorder measures every example after each epoch anyway; keeping the hidden states of that
     same forward pass spares the pipelines a second pass per checkpoint."""
-    from ..models.inference import measured_copy
+    from ..models.inference import measuring
     from ..store import schema
 
-    measured = measured_copy(model, torch.bfloat16 if bf16 else next(model.parameters()).dtype)
-    was_training = model.training
-    measured.eval()
     n, rows = len(ids), max(1, min(schema.CHUNK_ROWS, len(ids)))
     labels = np.asarray(labels, np.int64)
     logits = None
-    try:
+    with measuring(model, bf16) as measured:
         for index, start in enumerate(range(0, n, rows)):
             block = slice(start, min(n, start + rows))
             out = extract_ids(measured, ids[block], labels[block], pad_id=pad_id, batch_size=batch_size,
@@ -115,8 +112,6 @@ def extract_checkpoint(writer, name: str, model: nn.Module, ids, labels, *, pad_
                 logits = np.empty((n, out["logits"].shape[1]), np.float32)
             writer.write_extracted_chunk(name, index, out)
             logits[block] = out["logits"]
-    finally:
-        model.train(was_training)
     return logits if logits is not None else np.empty((0, 0), np.float32)
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import copy
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -206,6 +207,19 @@ def measured_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     return copy.deepcopy(model).to(dtype)
 
 
+@contextmanager
+def measuring(model: nn.Module, bf16: bool = False):
+    """``measured_copy`` of ``model`` (bf16 when ``bf16``) in eval mode, for a measurement pass; ``model``'s own
+    train/eval mode is restored after, since the copy may be the model itself."""
+    measured = measured_copy(model, torch.bfloat16 if bf16 else next(model.parameters()).dtype)
+    was_training = model.training
+    measured.eval()
+    try:
+        yield measured
+    finally:
+        model.train(was_training)
+
+
 def predict_logits(model: nn.Module, token_ids: Sequence[Sequence[int]], *, pad_id: int,
                    padding_side: str = "right", batch_size: int = 64, bf16: bool = False,
                    chunk_rows: int | None = None, on_batch=None,
@@ -228,10 +242,6 @@ def predict_logits(model: nn.Module, token_ids: Sequence[Sequence[int]], *, pad_
     from ..store.schema import CHUNK_ROWS
 
     chunk_rows = int(chunk_rows or CHUNK_ROWS)
-    measured = measured_copy(model, torch.bfloat16 if bf16 else next(model.parameters()).dtype)
-    device = model_device(measured)
-    was_training = model.training
-    measured.eval()
     lengths = np.fromiter(map(len, token_ids), np.int64, len(token_ids))
     offsets = None if positions is None else unit_offsets(positions)
     if feature_units is not None and positions is None:
@@ -242,37 +252,35 @@ def predict_logits(model: nn.Module, token_ids: Sequence[Sequence[int]], *, pad_
         feature_row = np.where(feature_units, np.cumsum(feature_units) - 1, -1)
     features: np.ndarray | None = None
     out: np.ndarray | None = None
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(token_ids), chunk_rows):
-                block = np.arange(start, min(len(token_ids), start + chunk_rows))
-                for batch in length_batches(lengths[block], batch_size):
-                    rows = block[batch]
-                    input_ids, mask = pad_ids([token_ids[r] for r in rows], pad_id, padding_side)
-                    output = measured(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                                      **({"output_hidden_states": True} if feature_row is not None else {}))
-                    logits = output.logits.float().cpu().numpy()
-                    hidden = None if feature_row is None else output.hidden_states[-1].float().cpu().numpy()
-                    if hidden is not None and features is None:
-                        features = np.full((int(feature_units.sum()), hidden.shape[-1]), np.nan, np.float32)
-                    if out is None:
-                        units = len(token_ids) if positions is None else int(offsets[-1])
-                        out = np.empty((units, logits.shape[-1]), np.float32)
-                    if positions is None:
-                        out[rows] = logits
-                    else:
-                        shift = input_ids.shape[1] - mask.sum(1).numpy() if padding_side == "left" else None
-                        for i, r in enumerate(rows):
-                            step = 0 if shift is None else int(shift[i])
-                            out[offsets[r]:offsets[r + 1]] = token_logits(logits[i], positions[r], step)
-                            if hidden is not None:
-                                wanted = feature_row[offsets[r]:offsets[r + 1]]
-                                kept = wanted >= 0
-                                features[wanted[kept]] = token_logits(hidden[i], positions[r], step)[kept]
-                    if on_batch is not None:
-                        on_batch(len(rows))
-    finally:
-        model.train(was_training)
+    with measuring(model, bf16) as measured, torch.inference_mode():
+        device = model_device(measured)
+        for start in range(0, len(token_ids), chunk_rows):
+            block = np.arange(start, min(len(token_ids), start + chunk_rows))
+            for batch in length_batches(lengths[block], batch_size):
+                rows = block[batch]
+                input_ids, mask = pad_ids([token_ids[r] for r in rows], pad_id, padding_side)
+                output = measured(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                                  **({"output_hidden_states": True} if feature_row is not None else {}))
+                logits = output.logits.float().cpu().numpy()
+                hidden = None if feature_row is None else output.hidden_states[-1].float().cpu().numpy()
+                if hidden is not None and features is None:
+                    features = np.full((int(feature_units.sum()), hidden.shape[-1]), np.nan, np.float32)
+                if out is None:
+                    units = len(token_ids) if positions is None else int(offsets[-1])
+                    out = np.empty((units, logits.shape[-1]), np.float32)
+                if positions is None:
+                    out[rows] = logits
+                else:
+                    shift = input_ids.shape[1] - mask.sum(1).numpy() if padding_side == "left" else None
+                    for i, r in enumerate(rows):
+                        step = 0 if shift is None else int(shift[i])
+                        out[offsets[r]:offsets[r + 1]] = token_logits(logits[i], positions[r], step)
+                        if hidden is not None:
+                            wanted = feature_row[offsets[r]:offsets[r + 1]]
+                            kept = wanted >= 0
+                            features[wanted[kept]] = token_logits(hidden[i], positions[r], step)[kept]
+                if on_batch is not None:
+                    on_batch(len(rows))
     out = out if out is not None else np.empty((0, 0), np.float32)
     if feature_row is None:
         return out
