@@ -1,7 +1,8 @@
-"""Glitches a researcher met in chromium, each reproduced first, then pinned down: switching runs in the picker,
-the re-predict result out of sight, and an open multi-select swallowing the next click in the sidebar.
+"""Glitches a researcher met in chromium, each reproduced first, then pinned down: switching runs in the picker
+(served, and in place as a notebook opens it), the re-predict result out of sight, and an open multi-select
+swallowing the next click in the sidebar.
 
-The switching test serves ``apps/main.py`` itself (it reads ``?run=``), the others an in-process explorer whose
+The served switching test serves ``apps/main.py`` itself (it reads ``?run=``), the others an in-process explorer whose
 session state the test reads.
 """
 
@@ -172,3 +173,31 @@ def test_alerts_are_legible(runs_dir, chromium, serve, run, kind):
     ratio = contrast(page, alert)
     assert ratio >= MIN_CONTRAST, f"{kind} alert: contrast {ratio:.2f}"
     page.close()
+
+
+def test_a_run_opened_in_place_shows_what_a_fresh_page_of_that_run_shows(two_runs, chromium, serve):
+    """A notebook has no URL to go to, so a picked run opens in place. Each select then got its new options before
+    its new value and wrote its first option back (panel#1963), in Python and, under load, from the browser: the
+    plot showed layer 3 where the select said 6, and PCA stayed on because the old run had chosen it. The page must
+    equal a fresh page of that run (here a served explorer told to open in place, as in a notebook). Run beside two
+    busy processes this failed 2 of 2 times until the explorer made new selects per run opened in place."""
+    from t3vis.ui.explorer import Explorer
+
+    def in_place():
+        explorer = Explorer(runs_dir=two_runs, run_name=PCA_ONLY)
+        page = explorer.__panel__()
+        explorer._location = None  # no URL to go to, as in a notebook
+        return page
+
+    page = chromium.new_page(viewport=VIEWPORT)
+    page.goto(serve(in_place))
+    shown(page, PCA_ONLY)
+    choose(page, "Run", SIX_LAYERS)
+    shown(page, SIX_LAYERS)
+    switched = sidebar_picture(page)
+    assert (switched["Checkpoint"], switched["Method"], switched["layer"]) == ("epoch-2", "umap", "6"), switched
+    assert "UMAP of layer 6 · epoch-2" in switched["titles"], switched
+    fresh = chromium.new_page(viewport=VIEWPORT)
+    fresh.goto(serve(lambda: Explorer(runs_dir=two_runs, run_name=SIX_LAYERS)))
+    shown(fresh, SIX_LAYERS)
+    assert sidebar_picture(fresh) == switched
