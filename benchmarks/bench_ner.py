@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_mislabel import METRICS, RECALL_TARGET, load_average, metrics, score_columns  # noqa: E402
-from t3vis.analysis.datamaps import default_score, preference_for, run_data_map  # noqa: E402
+from t3vis.analysis.datamaps import default_score, preference_for, run_data_map, run_score_names  # noqa: E402
 
 
 def entity_word_scores(run) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
@@ -51,7 +51,7 @@ def report_scores(run) -> dict:
           "mentions")
     print(f"{'score':<26}" + "".join(f"{label:>9}" for _, label in METRICS))
     out = {}
-    chosen = default_score(run.dynamics_arrays(), preference_for(run)).name  # what the run's mislabel_score is
+    chosen = default_score(run_score_names(run), preference_for(run)).name  # what the run's mislabel_score is
     for name, values in columns.items():
         row = metrics(values, flipped)
         out[name] = row

@@ -198,6 +198,60 @@ def test_type_consensus_is_one_minus_the_geometric_mean_of_the_tagger_and_the_ne
     np.testing.assert_allclose(got, [1 - 0.3, 1 - 0.7, 1 - 0.1], atol=1e-6)  # sqrt(.36 * .25), O word, sqrt(.5 * .02)
 
 
+def test_mention_ids_are_the_spans_seqeval_reads_sentence_by_sentence():
+    """Against ``data.tagging.mentions`` run on each sentence alone: B starts a mention, I continues one of its own
+    type and otherwise starts one, and no mention crosses a sentence boundary."""
+    from t3vis.data.tagging import mentions
+    from t3vis.tasks.token_classification import mention_ids
+
+    rng = np.random.default_rng(3)
+    names = ["O", "B-loc", "I-loc", "B-per", "I-per"]
+    sentence = np.sort(rng.integers(0, 60, 600))
+    labels = rng.choice(len(names), 600, p=[0.4, 0.15, 0.15, 0.15, 0.15])
+    labels[np.flatnonzero(np.diff(sentence)) + 1] = names.index("I-loc")  # an I opening a sentence after an I-loc
+    want, next_id = np.full(600, -1), 0
+    for s in np.unique(sentence):
+        rows = np.flatnonzero(sentence == s)
+        for start, end, _ in mentions([names[t] for t in labels[rows]]):
+            want[rows[start:end]] = next_id
+            next_id += 1
+    np.testing.assert_array_equal(mention_ids(labels, sentence, names), want)
+
+
+def test_surface_type_prob_is_the_smoothed_share_of_the_words_other_occurrences_given_its_type():
+    from t3vis.tasks.token_classification import surface_type_prob
+
+    names = ["O", "B-loc", "I-loc", "B-per", "I-per"]
+    rng = np.random.default_rng(4)
+    words = rng.choice(["Paris", "paris", "Obama", "Jordan", "the", "Lyon"], 400)
+    labels = rng.integers(0, len(names), 400)
+    got = surface_type_prob(words, labels, names)
+    kinds = [n.split("-")[-1] for n in names]
+    for i in range(400):
+        if labels[i] == 0:
+            assert np.isnan(got[i])
+            continue
+        others = [j for j in range(400) if j != i and labels[j] != 0 and words[j].lower() == words[i].lower()]
+        same = sum(kinds[labels[j]] == kinds[labels[i]] for j in others)
+        assert got[i] == pytest.approx((same + 0.5) / (len(others) + 1), abs=1e-6)
+    assert surface_type_prob(["Lyon"], [1], names)[0] == pytest.approx(0.5)  # seen once: no evidence either way
+
+
+def test_mention_consensus_pools_the_three_experts_over_each_mention():
+    from t3vis.analysis.datamaps import mislabel_score
+
+    typed = np.array([[0.1, 0.1, 0.1, np.nan, 0.9], [0.8, 0.5, 0.27, np.nan, 0.64]])  # the last epoch counts
+    near = np.array([[0.1] * 5, [0.5, 0.2, 1.0, np.nan, 0.5]])
+    surface = np.array([0.2, 0.8, 1.0, np.nan, np.nan])  # the last word: no logits (cut off), left out of its mention
+    mention = np.array([0, 0, 1, -1, 1])
+    gold = np.array([[0.5] * 5, [0.3, 0.4, 0.9, 0.6, np.nan]])
+    got = mislabel_score({"type_prob": typed, "neighbour_type_prob": near, "surface_type_prob": surface,
+                          "mention": mention, "gold_prob": gold}, "mention_consensus")
+    first = np.mean([np.cbrt(0.8 * 0.5 * 0.2), np.cbrt(0.5 * 0.2 * 0.8)])  # two words, one mention
+    np.testing.assert_allclose(got[:4], [1 - first, 1 - first, 1 - np.cbrt(0.27), 1 - 0.6], atol=1e-6)
+    assert np.isnan(got[4])
+
+
 def test_in_training_dynamics_cover_the_training_words_only(recorded):
     run = recorded["run"]
     train_p = run.dynamics().train_gold_prob[-1]
@@ -470,13 +524,21 @@ def test_sentence_export_aggregates_each_sentences_words(recorded, tmp_path):
 
 
 def test_a_token_runs_mislabel_score_is_the_one_measured_best_for_words(recorded, tmp_path):
-    """Words rank by type_consensus (bench_ner.py, three seeds), examples keep aum_ensemble: one per task."""
+    """Words rank by mention_consensus (bench_ner.py, six seeds), examples keep aum_ensemble: one per task; its
+    row inputs come from the run's own rows."""
     from t3vis.analysis.datamaps import DEFAULT_SCORE, run_columns, run_data_map
+    from t3vis.tasks.token_classification import mention_ids, surface_type_prob
 
-    columns = run_columns(recorded["run"])
-    np.testing.assert_array_equal(columns["mislabel_score"], columns["type_consensus_score"])
-    said = run_data_map(recorded["run"]).attrs["mislabel_score"]
-    assert said.startswith("mislabel_score = type_consensus_score:")
+    run = recorded["run"]
+    columns = run_columns(run)
+    np.testing.assert_array_equal(columns["mislabel_score"], columns["mention_consensus_score"])
+    assert np.isfinite(columns["mention_consensus_score"][run.column("label") != TAGS.index("O")]).any()
+    inputs = get_task("token_classification").score_inputs(run)
+    labels = run.column("label")
+    np.testing.assert_array_equal(inputs["mention"], mention_ids(labels, run.column("sentence"), TAGS))
+    np.testing.assert_array_equal(inputs["surface_type_prob"], surface_type_prob(run.column("text"), labels, TAGS))
+    said = run_data_map(run).attrs["mislabel_score"]
+    assert said.startswith("mislabel_score = mention_consensus_score:")
     from t3vis.store.synth import synth_run
 
     text_run = synth_run(tmp_path / "synth", 200, checkpoints=2, num_layers=1, num_heads=2).loc.url

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import StoreError, T3VisError
-from .datamaps import MISLABEL_COLUMN, column_description, preference_for, run_columns
+from .datamaps import MISLABEL_COLUMN, column_description, preference_for, run_columns, run_score_names
 from .sentences import sentence_level
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -55,7 +55,7 @@ def datamap_frame(run) -> pd.DataFrame:
     for col in ("split", "label", "prediction", "original_label"):  # names, not category codes, in every format
         if col in table:
             table[col] = table[col].astype(str)
-    table.attrs[MISLABEL_COLUMN] = column_description(MISLABEL_COLUMN, run.dynamics_arrays(), preference_for(run))
+    table.attrs[MISLABEL_COLUMN] = column_description(MISLABEL_COLUMN, run_score_names(run), preference_for(run))
     return table
 
 

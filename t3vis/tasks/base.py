@@ -48,6 +48,8 @@ class Task(ABC):
     instance_view: str
     #: The model head it trains and loads (``t3vis.models.loading.HEADS``): "sequence" or "token".
     head: str
+    #: Per-unit arrays its mislabel scores read from the run's rows rather than its dynamics (``score_inputs``).
+    score_input_names: tuple[str, ...] = ()
 
     def load_model(self, path, **kwargs):
         """``(model, tokenizer)`` for this task from a local model directory (see ``t3vis.models.load_model``)."""
@@ -67,6 +69,10 @@ class Task(ABC):
 
     def default_filters(self, label_names: list[str]) -> dict:
         """The filters an explorer opens a run of this task with (``ExplorerState.filters``); none by default."""
+        return {}
+
+    def score_inputs(self, run) -> dict[str, np.ndarray]:
+        """The ``score_input_names`` arrays of ``run``, from its rows (labels, words): none by default."""
         return {}
 
     def outputs(self, logits: np.ndarray, labels: np.ndarray | None) -> dict[str, np.ndarray]:

@@ -41,6 +41,15 @@ class TokenClassification(Task):
         entities = tuple(name for name in label_names if name != OUTSIDE)
         return {"label": entities} if entities and len(entities) < len(label_names) else {}
 
+    score_input_names = ("mention", "surface_type_prob")
+
+    def score_inputs(self, run) -> dict[str, np.ndarray]:
+        """Each word's given mention (``mention_ids``) and its type's share among the other entity occurrences of
+        the word (``surface_type_prob``): what ``mention_consensus`` adds to the recorded dynamics."""
+        labels, names = run.column("label"), list(run.label_names)
+        return {"mention": mention_ids(labels, run.column("sentence"), names),
+                "surface_type_prob": surface_type_prob(run.column("text"), labels, names)}
+
 
 TOKEN_CLASSIFICATION = TokenClassification()
 
@@ -50,6 +59,41 @@ def tag_types(label_names: Sequence[str]) -> list[str]:
     from ..data.tagging import parse_tag
 
     return [part[1] if (part := parse_tag(name)) else str(name) for name in label_names]
+
+
+def mention_ids(labels: np.ndarray, sentence: np.ndarray, label_names: Sequence[str]) -> np.ndarray:
+    """Each word's given mention, numbered 0, 1, ... in row order (-1: a word outside every mention), for rows in
+    sentence order: the spans ``data.tagging.mentions`` reads (``B-x`` starts a mention, ``I-x`` continues an ``x``
+    mention of the same sentence and otherwise starts one, as seqeval reads them), vectorised over the rows."""
+    from ..data.tagging import parse_tag
+
+    labels, sentence = np.asarray(labels, np.int64), np.asarray(sentence)
+    parsed = [parse_tag(name) or ("B", str(name)) for name in label_names]  # a name that is no BIO tag: one word
+    prefix = np.array([p for p, _ in parsed], object)[labels]
+    kind = np.array([k for _, k in parsed], object)[labels]
+    entity = prefix != "O"
+    continues = np.zeros(len(labels), bool)
+    continues[1:] = ((prefix[1:] == "I") & entity[:-1] & (kind[1:] == kind[:-1]) & (sentence[1:] == sentence[:-1]))
+    starts = entity & ~continues
+    return np.where(entity, np.cumsum(starts) - 1, -1).astype(np.int64)
+
+
+def surface_type_prob(words: Sequence[str], labels: np.ndarray, label_names: Sequence[str]) -> np.ndarray:
+    """For each entity word, the share of the *other* entity occurrences of the same word (case-folded, every split)
+    given the same type, as the Krichevsky-Trofimov estimate ``(same + 1/2) / (others + 1)``: 1/2 for a word seen
+    once, towards 1 for a word always typed alike, towards 0 for one typed otherwise everywhere else. The same
+    string annotated differently across a corpus is the classic sign of an annotation error (Dickinson and Meurers
+    2003). NaN for words tagged ``O``. Float32 out."""
+    labels = np.asarray(labels, np.int64)
+    types = np.asarray(tag_types(label_names), object)[labels]
+    entity = types != ""
+    frame = pd.DataFrame({"word": pd.Series(np.asarray(words, object)[entity], dtype=str).str.lower().to_numpy(),
+                          "type": types[entity]})
+    occurrences = frame.groupby("word")["type"].transform("size").to_numpy()
+    same = frame.groupby(["word", "type"])["type"].transform("size").to_numpy()
+    out = np.full(len(labels), np.nan, np.float32)
+    out[entity] = (same - 1 + 0.5) / (occurrences - 1 + 1.0)
+    return out
 
 
 def entity_probs(logits: np.ndarray, outside: int) -> np.ndarray:

@@ -24,6 +24,7 @@ from ..analysis.datamaps import (
     column_description,
     preference_for,
     run_columns,
+    run_score_names,
 )
 from ..analysis.sentences import SENTENCE_COLUMNS, Sentences, sentence_level
 from ..errors import StoreError
@@ -158,7 +159,7 @@ class RunData:
                 out[key] = Attribute(key, label, CATEGORICAL if cats else CONTINUOUS, CHECKPOINT, cats,
                                      f"{key}: {label} at the chosen checkpoint. {SOURCE_NOTES[CHECKPOINT]}")
         if self.has_dynamics:
-            recorded = self.run.dynamics_arrays()
+            recorded = run_score_names(self.run)
             scores = {score.column: score.column.replace("_", " ") for score in available_scores(recorded)}
             labels = {**DYNAMICS_ATTRIBUTES, **scores}
             for key, label in labels.items():

@@ -24,7 +24,7 @@ import numpy as np
 import panel as pn
 import param
 
-from ..analysis.datamaps import MISLABEL_COLUMN, default_score, preference_for
+from ..analysis.datamaps import MISLABEL_COLUMN, default_score, preference_for, run_score_names
 from ..analysis.saliency import METHODS, label_of
 from ..analysis.summary import (
     MAX_SAMPLE,
@@ -247,7 +247,7 @@ class SelectionSummary(pn.viewable.Viewer):
         if MISLABEL_COLUMN in data.attributes:  # which score it is: a metadata read, once per run
             run = self.state.run
             name = shared_codes(data, ("default score",),
-                                lambda: default_score(run.dynamics_arrays(), preference_for(run)).name)
+                                lambda: default_score(run_score_names(run), preference_for(run)).name)
             out.append((MISLABEL_COLUMN, f"mislabel score ({name})"))
         if "loss" in data.attributes:
             out.append(("loss", "loss"))
