@@ -79,7 +79,7 @@ def mention_ids(labels: np.ndarray, sentence: np.ndarray, label_names: Sequence[
 
 
 def surface_type_prob(words: Sequence[str], labels: np.ndarray, label_names: Sequence[str]) -> np.ndarray:
-    """For each entity word, the share of the *other* entity occurrences of the same word (case-folded, every split)
+    """For each entity word, the share of the *other* entity occurrences of the same word (lower-cased, every split)
     given the same type, as the Krichevsky-Trofimov estimate ``(same + 1/2) / (others + 1)``: 1/2 for a word seen
     once, towards 1 for a word always typed alike, towards 0 for one typed otherwise everywhere else. The same
     string annotated differently across a corpus is the classic sign of an annotation error (Dickinson and Meurers
