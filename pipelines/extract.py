@@ -49,7 +49,7 @@ def array_layout(run, chunk_rows: int) -> dict[str, tuple[tuple, np.dtype, tuple
 
 
 def unit_of(checkpoint: str, array: str) -> str:
-    return f"checkpoints/{checkpoint}/{array}"
+    return schema.checkpoint_path(checkpoint, array)
 
 
 def extract_chunk(task: ChunkTask) -> dict:

@@ -74,7 +74,7 @@ def importance_checkpoint(task: ImportanceTask) -> dict:
     attrs = {"n_examples": result.n_examples, "split": task.split, "dtype": str(loaded.dtype),
              "batch_size": task.batch_size, "method": "michel2019: mean over batches of |d loss / d gate|"}
     writer = RunWriter(task.run)
-    base = f"checkpoints/{task.checkpoint}"
+    base = schema.checkpoint_path(task.checkpoint)
     writer.write_array(f"{base}/head_importance_raw", result.raw, attrs)
     writer.write_array(f"{base}/head_importance", result.normalized, {**attrs, "normalized": "per layer, L2"})
     writer.write_array(f"{base}/attention", result.attention,
@@ -92,7 +92,7 @@ def run_importance(client, url: str, *, checkpoints: list[str] | None = None, sa
     rows, split = importance_sample(run, sample, seed)
     max_length = max_length or run.max_length
     summary = {"checkpoints": {}, "sample": len(rows), "split": split}
-    todo = [name for name in names if not all(writer.is_done(f"checkpoints/{name}/{a}") for a in ARRAYS)]
+    todo = [name for name in names if not all(writer.is_done(schema.checkpoint_path(name, a)) for a in ARRAYS)]
     weights = {name: checkpoint_weights(run, name) for name in todo}  # all checked before any task starts
     summary["checkpoints"] = {name: "already done" for name in names if name not in todo}
     futures = []

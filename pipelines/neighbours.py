@@ -29,7 +29,7 @@ class NeighboursTask:
 
 
 def unit_of(checkpoint: str, layer: int) -> str:
-    return f"checkpoints/{checkpoint}/{schema.NEIGHBOURS_GROUP}/{schema.layer_key(layer)}"
+    return schema.checkpoint_path(checkpoint, schema.NEIGHBOURS_GROUP, schema.layer_key(layer))
 
 
 def build_neighbours(task: NeighboursTask) -> dict:

@@ -35,7 +35,7 @@ class ProjectTask:
 
 
 def unit_of(checkpoint: str, method: str, layer: int) -> str:
-    return f"checkpoints/{checkpoint}/projection/{method}/{schema.layer_key(layer)}"
+    return schema.checkpoint_path(checkpoint, "projection", method, schema.layer_key(layer))
 
 
 def project_checkpoint(task: ProjectTask, previous: np.ndarray | None = None) -> np.ndarray:

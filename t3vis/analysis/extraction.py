@@ -107,7 +107,7 @@ def extract_checkpoint(writer, name: str, model: nn.Module, ids, labels, *, pad_
                 layers, _, hidden = out["hidden_cls"].shape
                 layout = schema.extracted_layout(n, layers - 1, hidden, out["logits"].shape[1], rows)
                 for array in schema.EXTRACTED_ARRAYS:
-                    writer.staged_array(f"checkpoints/{name}/{array}", *layout[array],
+                    writer.staged_array(schema.checkpoint_path(name, array), *layout[array],
                                         attrs=schema.HIDDEN_ATTRS.get(array))
                 logits = np.empty((n, out["logits"].shape[1]), np.float32)
             writer.write_extracted_chunk(name, index, out)

@@ -256,7 +256,7 @@ class Checkpoint:
     def __init__(self, run: Run, name: str):
         self.run = run
         self.name = name
-        self.path = f"checkpoints/{name}"
+        self.path = schema.checkpoint_path(name)
         with run._meta(self.path):
             self.group: zarr.Group = run.root[self.path]
         self.attrs = dict(self.group.attrs)

@@ -159,6 +159,11 @@ def expected_shape(template: tuple[str, ...], sizes: dict[str, int]) -> tuple[in
     return tuple(out)
 
 
+def checkpoint_path(name: str, *parts: str) -> str:
+    """The one spelling of a checkpoint's group and what lies under it: ``checkpoints/{name}/{parts...}``."""
+    return "/".join(("checkpoints", str(name), *map(str, parts)))
+
+
 def layer_key(layer: int) -> str:
     return f"layer_{int(layer)}"
 

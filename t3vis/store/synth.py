@@ -74,7 +74,7 @@ def synth_run(path, n: int, *, seed: int = 0, checkpoints: int = 4, num_layers: 
         # examples sit near their true class, flipped ones too (that's what makes them findable)
         xy = centers[true] + rng.normal(0, spread, (n, 2))
         pca = xy @ np.array([[0.8, -0.6], [0.6, 0.8]]) * 1.5 + rng.normal(0, 1.0, (n, 2))
-        unit = f"checkpoints/{ckpt}"
+        unit = schema.checkpoint_path(ckpt)
         logits = rng.normal(0, 1, (n, k)).astype(np.float32)
         logits[np.arange(n), label] += 4 * base * c / max(1, checkpoints - 1)
         prob = np.exp(logits - logits.max(1, keepdims=True))

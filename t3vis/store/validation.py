@@ -296,10 +296,10 @@ def _check_schema(run, loc: Location) -> list[Problem]:
 
     # checkpoints -------------------------------------------------------------------
     for name in run.checkpoints:
-        g = run.root[f"checkpoints/{name}"]
+        g = run.root[schema.checkpoint_path(name)]
         for key in ("step", "epoch"):
             if key not in g.attrs:
-                add(f"checkpoints/{name}/zarr.json", f"missing attribute '{key}'")
+                add(schema.checkpoint_path(name, "zarr.json"), f"missing attribute '{key}'")
         for arr_name in g.array_keys():
             spec = schema.CHECKPOINT_ARRAYS.get(arr_name)
             if spec is None:
@@ -309,21 +309,21 @@ def _check_schema(run, loc: Location) -> list[Problem]:
             expected = schema.expected_shape(template, sizes)
             if len(arr.shape) != len(expected) or any(e is not None and e != s for e, s in zip(expected, arr.shape)):
                 shown = tuple("m" if e is None else e for e in expected)
-                add(f"checkpoints/{name}/{arr_name}", f"shape {arr.shape}, expected {shown}")
+                add(schema.checkpoint_path(name, arr_name), f"shape {arr.shape}, expected {shown}")
             if np.dtype(arr.dtype).kind not in (kind if kind != "i" else "iu"):
-                add(f"checkpoints/{name}/{arr_name}", f"dtype {arr.dtype}, expected kind '{kind}'")
+                add(schema.checkpoint_path(name, arr_name), f"dtype {arr.dtype}, expected kind '{kind}'")
         if "projection" in g:
             for method in g["projection"].group_keys():
                 for key in g[f"projection/{method}"].array_keys():
                     arr = g[f"projection/{method}/{key}"]
                     if arr.shape != (n, 2):
-                        add(f"checkpoints/{name}/projection/{method}/{key}", f"shape {arr.shape}, expected ({n}, 2)")
+                        add(schema.checkpoint_path(name, "projection", method, key), f"shape {arr.shape}, expected ({n}, 2)")
         if schema.NEIGHBOURS_GROUP in g:
-            _check_neighbours(g[schema.NEIGHBOURS_GROUP], f"checkpoints/{name}/{schema.NEIGHBOURS_GROUP}", sizes, add)
+            _check_neighbours(g[schema.NEIGHBOURS_GROUP], schema.checkpoint_path(name, schema.NEIGHBOURS_GROUP), sizes, add)
         if g.attrs.get("complete"):
             for arr_name in schema.EXTRACTED_ARRAYS:
                 if arr_name not in g:
-                    add(f"checkpoints/{name}", f"marked complete but '{arr_name}' is missing")
+                    add(schema.checkpoint_path(name), f"marked complete but '{arr_name}' is missing")
         weights = g.attrs.get("weights")
         if weights and not loc.exists(weights):
             problems.append(Problem(f"{weights}", f"weights of checkpoint '{name}' missing"))

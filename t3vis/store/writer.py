@@ -295,7 +295,7 @@ class RunWriter:
     def write_extracted_chunk(self, checkpoint: str, index: int, arrays: Mapping[str, np.ndarray]) -> None:
         """Write row-chunk ``index`` of each of ``checkpoint``'s staged extracted arrays, then mark it in each (last:
         a chunk is done once every array holds it)."""
-        units = {array: f"checkpoints/{checkpoint}/{array}" for array in schema.EXTRACTED_ARRAYS}
+        units = {array: schema.checkpoint_path(checkpoint, array) for array in schema.EXTRACTED_ARRAYS}
         for array, unit in units.items():
             self.write_chunk(unit, index, arrays[array])
         for unit in units.values():
@@ -346,7 +346,7 @@ class RunWriter:
                        **attrs: Any) -> zarr.Group:
         """Register a checkpoint (its group and where its weights are). Arrays come later as units."""
         _check_name(name)
-        g = self.root.require_group(f"checkpoints/{name}")
+        g = self.root.require_group(schema.checkpoint_path(name))
         g.attrs.update({"step": int(step), "epoch": float(epoch), "weights": weights, "complete": False, **attrs})
         return g
 
@@ -358,17 +358,17 @@ class RunWriter:
     def mark_checkpoint_complete(self, name: str, **attrs: Any) -> None:
         """Write the completion marker, last, once every extracted array is in place; ``attrs`` (how the arrays
         were made) just before it."""
-        missing = [a for a in schema.EXTRACTED_ARRAYS if not self.is_done(f"checkpoints/{name}/{a}")]
+        missing = [a for a in schema.EXTRACTED_ARRAYS if not self.is_done(schema.checkpoint_path(name, a))]
         if missing:
-            raise StoreError(f"checkpoints/{name}: cannot mark complete, missing {missing}")
-        group = self.root[f"checkpoints/{name}"]
+            raise StoreError(f"{schema.checkpoint_path(name)}: cannot mark complete, missing {missing}")
+        group = self.root[schema.checkpoint_path(name)]
         if attrs:
             group.attrs.update(attrs)
         group.attrs["complete"] = True
 
     def commit_checkpoint(self, name: str, **attrs: Any) -> None:
         """Commit the checkpoint's staged extracted arrays, then mark it complete (``attrs``: how they were made)."""
-        for unit in (f"checkpoints/{name}/{array}" for array in schema.EXTRACTED_ARRAYS):
+        for unit in (schema.checkpoint_path(name, array) for array in schema.EXTRACTED_ARRAYS):
             if not self.is_done(unit):
                 self.commit(unit)
         self.mark_checkpoint_complete(name, **attrs)
