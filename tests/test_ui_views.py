@@ -300,6 +300,41 @@ def test_page_explains_bad_runs_and_keeps_serving(broken_runs_dir):
     assert e.picker.options == ["corrupt", "empty", "future", "good"]
 
 
+def test_a_page_opening_runs_in_place_draws_the_same_selects_afresh_even_when_opening_fails(runs_dir, monkeypatch):
+    """A notebook's built page (no URL) opens a run in place: the selects of the run's choices leave the page while
+    the run changes their options and values, then come back drawn afresh (``_show_selects``). The same widgets come
+    back, showing the new run's choices, and nothing more stays linked to the state per switch; a run that cannot
+    be opened still gives them back."""
+    def watchers() -> int:
+        return sum(len(listed) for what in e.state.param.watchers.values() for listed in what.values())
+
+    def shown() -> list:
+        return [[id(widget) for widget in holder.objects] for holder in e._selects]
+
+    def drawn() -> set:
+        return {model.id for selects in e._selects.values() for widget in selects
+                for model, _ in widget._models.values()}
+
+    e = Explorer(runs_dir=runs_dir, run_name="small")
+    e.__panel__().server_doc(Document())
+    before, linked = shown(), {"small": watchers()}
+    assert all(before) and len(sum(before, [])) == 7
+    for name in ("bare", "small", "bare", "small"):
+        models = drawn()
+        assert e.open_run(name) and e._opened == name
+        assert len(drawn()) == 7 and not drawn() & models  # each drawn afresh, with its new options and value at once
+        assert shown() == before and watchers() == linked.setdefault(name, watchers())  # as many as the last time
+        checkpoint, method, layer = next(iter(e._selects.values()))
+        assert (checkpoint.value, method.value, layer.value) == (e.state.checkpoint, e.state.method, e.state.layer)
+
+    def fails(run):
+        raise RuntimeError("unreadable")
+
+    monkeypatch.setattr(e.state, "open", fails)
+    assert not e.open_run("small") and e.error.visible and "unreadable" in e.error.object
+    assert shown() == before
+
+
 def test_a_served_page_goes_to_the_picked_run_and_explains_a_bad_one_in_place(runs_dir, broken_runs_dir):
     from panel.io.location import Location
 

@@ -204,9 +204,8 @@ class Explorer(pn.viewable.Viewer):
         self.summary = SelectionSummary(state=self.state, shown=False)  # its tab is not the first
         self.demo = DemoOffer(runs_dir=self.runs_dir, on_done=self._demo_done) if self.runs_dir else None
         self.counts = MarkdownPane("", sizing_mode="stretch_width")
-        # the sidebar's selects of the run's choices, filled when the page is built (and anew per run opened in place)
-        self._selects_a, self._selects_b, self._selects_colour = (pn.Column(sizing_mode="stretch_width", margin=0)
-                                                                  for _ in range(3))
+        # the sidebar's selects of the run's choices by holder, made when the page is built (``_show_selects``)
+        self._selects: dict[pn.Column, list] = {}
         # a query that cannot run, said as text (styled as an error); the table keeps the last good search's rows
         self.search_message = MarkdownPane("", sizing_mode="stretch_width", styles={"color": "#b00020"})
         self.state.param.watch(lambda e: setattr(self.search_message, "object", e.new), "search_message")
@@ -235,8 +234,8 @@ class Explorer(pn.viewable.Viewer):
         """The picker chose run ``name``. A served page goes to ``?run=NAME``, built fresh like any new page: opened
         in place, a run with other layers or methods left a select out of step with its plot (a select given new
         options and a new value in two steps falls back to its first option, panel#1963). A bad run is explained
-        here, keeping the current one; a notebook, with no URL to go to, opens the run in place with new selects
-        (``_fill_selects``)."""
+        here, keeping the current one; a notebook, with no URL to go to, opens the run in place, its selects drawn
+        afresh (``_show_selects``)."""
         if self._location is None:
             self.open_run(name)
         elif name == self._opened:
@@ -263,9 +262,9 @@ class Explorer(pn.viewable.Viewer):
         path = self._checked_path(name)
         if path is None:
             return False
-        in_place = self._page is not None  # a notebook's page: the run opens in place, with new selects
+        in_place = self._page is not None  # a notebook's page: the run opens in place, its selects drawn afresh
         if in_place:
-            self._fill_selects(built=False)  # the shown selects go before the run changes their options
+            self._show_selects(False)
         try:
             self.state.open(str(path))
         except T3VisError as exc:
@@ -277,7 +276,7 @@ class Explorer(pn.viewable.Viewer):
             return False
         finally:
             if in_place:
-                self._fill_selects()
+                self._show_selects()
         self.error.visible = False
         self._opened = name
         if self.picker.value != name and name in self.picker.options:
@@ -317,22 +316,24 @@ class Explorer(pn.viewable.Viewer):
         self.state.param.watch(lambda e: setattr(box, "loading", e.new), "searching")
         return box
 
-    def _fill_selects(self, built: bool = True) -> None:
-        """Put new selects of the run's choices (checkpoint, method, layer; their B twins; colour) in the sidebar,
-        or none (``built=False``). A run opened in place gets new selects, made with its options and values at
-        once: a shown select given new options, then a new value, sent its first option back from the browser
-        (panel#1963), so a notebook's switch to a six-layer run showed layer 3 where a fresh page shows 6."""
-        s = self.state.param
-        select = lambda p, **kw: pmui.Select.from_param(p, sizing_mode="stretch_width", **kw)  # noqa: E731
-        made = lambda *params: [select(p) for p in params] if built else []  # noqa: E731
-        self._selects_a.objects = made(s.checkpoint, s.method, s.layer)
-        self._selects_b.objects = made(s.checkpoint_b, s.method_b, s.layer_b)
-        self._selects_colour.objects = [select(s.color_by, label="Colour by")] if built else []
+    def _show_selects(self, shown: bool = True) -> None:
+        """Put the selects of the run's choices (checkpoint, method, layer; their B twins; colour) in the sidebar, or
+        take them out. A run opened in place takes them out while it changes their options and values, then puts them
+        back, drawn afresh with both at once: a shown select given new options, then a new value, sent its first
+        option back from the browser (panel#1963), so a notebook's switch to a six-layer run showed layer 3 where a
+        fresh page shows 6."""
+        for holder, selects in self._selects.items():
+            holder.objects = list(selects) if shown else []
 
     def _controls(self) -> list:
         s = self.state.param
-        self._fill_selects()
-        b_controls = pn.Column(self._selects_b, pmui.Switch.from_param(s.link_axes), visible=self.state.compare,
+        select = lambda p, **kw: pmui.Select.from_param(p, sizing_mode="stretch_width", **kw)  # noqa: E731
+        selects_a, selects_b, colour = (pn.Column(sizing_mode="stretch_width", margin=0) for _ in range(3))
+        self._selects = {selects_a: [select(s.checkpoint), select(s.method), select(s.layer)],
+                         selects_b: [select(s.checkpoint_b), select(s.method_b), select(s.layer_b)],
+                         colour: [select(s.color_by, label="Colour by")]}
+        self._show_selects()
+        b_controls = pn.Column(selects_b, pmui.Switch.from_param(s.link_axes), visible=self.state.compare,
                                sizing_mode="stretch_width")
         self.state.param.watch(lambda e: setattr(b_controls, "visible", e.new), "compare")
         # a token run's unit: words, or the sentences holding them (hidden for runs whose rows are examples)
@@ -344,10 +345,10 @@ class Explorer(pn.viewable.Viewer):
         clear.on_click(lambda e: self.state.clear_selection())
         return [
             self.picker,
-            pmui.Card(self._selects_a, pmui.Switch.from_param(s.compare), b_controls, title="Projection",
+            pmui.Card(selects_a, pmui.Switch.from_param(s.compare), b_controls, title="Projection",
                       sizing_mode="stretch_width", collapsible=True),
             unit,
-            self._selects_colour,
+            colour,
             pmui.Card(self._search_box(),
                       pn.Row(pmui.Switch.from_param(s.search_regex), pmui.Switch.from_param(s.search_case)),
                       self.search_message, title="Search", sizing_mode="stretch_width", collapsible=True),
