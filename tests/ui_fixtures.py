@@ -190,7 +190,7 @@ def payload_run(path: Path, n: int = 24) -> Path:
     ckpt = PAYLOAD_CHECKPOINT
     save_model(model, tokenizer, path / writer.weights_dir(ckpt))
     writer.add_checkpoint(ckpt, step=10, epoch=1, weights=writer.weights_dir(ckpt))
-    writer.write_array(f"checkpoints/{ckpt}/projection/umap/{schema.layer_key(2)}",
+    writer.write_array(schema.checkpoint_path(ckpt, "projection", "umap", schema.layer_key(2)),
                        rng.normal(0, 1, (n, 2)).astype(np.float32), attrs={"method": "umap", "layer": 2})
     return path
 

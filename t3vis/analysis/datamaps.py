@@ -144,7 +144,8 @@ SCORES: dict[str, MislabelScore] = {}
 
 
 def register_score(score: MislabelScore) -> MislabelScore:
-    """Add (or replace) a score under ``score.name``; its inputs come from ``score_inputs``."""
+    """Add (or replace) a score under ``score.name``; its inputs come from ``score_inputs`` (the recorded
+    dynamics) and, for a run, its task's row inputs (``run_columns``)."""
     SCORES[score.name] = score
     return score
 
@@ -244,7 +245,7 @@ def default_score(inputs, preference: tuple[str, ...] = PREFERENCE) -> MislabelS
         if score is not None and all(k in inputs for k in score.needs):
             return score
     raise ValueError(f"no mislabel score can be computed from {sorted(inputs)}; expected the recorded dynamics "
-                     f"({', '.join(preference)} need {[SCORES[n].needs for n in preference if n in SCORES]})")
+                     f"and the task's row inputs ({', '.join(preference)} need {[SCORES[n].needs for n in preference if n in SCORES]})")
 
 
 def mislabel_score(inputs: dict[str, np.ndarray], name: str | None = None,
@@ -255,7 +256,8 @@ def mislabel_score(inputs: dict[str, np.ndarray], name: str | None = None,
         raise ValueError(f"mislabel score {name!r}: expected one of {sorted(SCORES)}")
     missing = [k for k in score.needs if k not in inputs]
     if missing:
-        raise ValueError(f"mislabel score {name!r} needs {missing}, which this run did not record")
+        raise ValueError(f"mislabel score {name!r} needs {missing}, which this run did not record (nor its task "
+                         "give)")
     return np.asarray(score.compute(**{k: inputs[k] for k in score.needs}), np.float32)
 
 

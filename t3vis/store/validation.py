@@ -317,9 +317,11 @@ def _check_schema(run, loc: Location) -> list[Problem]:
                 for key in g[f"projection/{method}"].array_keys():
                     arr = g[f"projection/{method}/{key}"]
                     if arr.shape != (n, 2):
-                        add(schema.checkpoint_path(name, "projection", method, key), f"shape {arr.shape}, expected ({n}, 2)")
+                        add(schema.checkpoint_path(name, "projection", method, key),
+                            f"shape {arr.shape}, expected ({n}, 2)")
         if schema.NEIGHBOURS_GROUP in g:
-            _check_neighbours(g[schema.NEIGHBOURS_GROUP], schema.checkpoint_path(name, schema.NEIGHBOURS_GROUP), sizes, add)
+            _check_neighbours(g[schema.NEIGHBOURS_GROUP], schema.checkpoint_path(name, schema.NEIGHBOURS_GROUP), sizes,
+                              add)
         if g.attrs.get("complete"):
             for arr_name in schema.EXTRACTED_ARRAYS:
                 if arr_name not in g:

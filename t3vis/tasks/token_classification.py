@@ -87,8 +87,8 @@ def surface_type_prob(words: Sequence[str], labels: np.ndarray, label_names: Seq
     labels = np.asarray(labels, np.int64)
     types = np.asarray(tag_types(label_names), object)[labels]
     entity = types != ""
-    frame = pd.DataFrame({"word": pd.Series(np.asarray(words, object)[entity], dtype=str).str.lower().to_numpy(),
-                          "type": types[entity]})
+    words = pd.Series(np.asarray(words, object)[entity]).fillna("").astype(str).str.lower()
+    frame = pd.DataFrame({"word": words.to_numpy(), "type": types[entity]})
     occurrences = frame.groupby("word")["type"].transform("size").to_numpy()
     same = frame.groupby(["word", "type"])["type"].transform("size").to_numpy()
     out = np.full(len(labels), np.nan, np.float32)

@@ -37,8 +37,8 @@ EXAMPLES, CHECKPOINT, DYNAMICS, SENTENCES = "examples", "checkpoint", "dynamics"
 #: Per-checkpoint arrays shown as attributes, with their display names.
 CHECKPOINT_ATTRIBUTES = {"pred": "prediction", "loss": "loss", "gold_prob": "gold-label probability",
                          "length": "length (tokens)"}
-#: Derived from ``run.dynamics()`` by ``datamaps.datamap_columns`` (then every available ``<name>_score``); the
-#: names are the export's columns and the table's headers.
+#: Derived from ``run.dynamics()`` (and the task's row inputs) by ``datamaps.run_columns`` (then every available
+#: ``<name>_score``); the names are the export's columns and the table's headers.
 DYNAMICS_ATTRIBUTES = {"prediction": "prediction (last epoch)", "confidence": "confidence",
                        "variability": "variability", "correctness": "correctness", MISLABEL_COLUMN: "mislabel score"}
 #: Where an attribute's values come from, said in its description (tooltips, legends).
